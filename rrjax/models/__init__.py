@@ -1,0 +1,84 @@
+"""Image encoders behind one contract, looked up by name.
+
+    module, variables = rrjax.models.load("efficientnet_lite0", pretrained=True, head="embed")
+    emb = module.apply(variables, images, train=False)   # images [B, H, W, 3] in [0, 1] -> [B, D]
+
+Every encoder module:
+  * takes float images in [0, 1], NHWC, at any resolution, resizes them to `module.resolution`
+    and applies its own mean/std normalisation inside (corruptions act before, in pixel space);
+  * returns `[B, module.embed_dim]` (not normalised) with `head="embed"`, or
+    `[B, num_classes]` with `head="logits"` where the checkpoint has a classifier;
+  * with `train=True` and `mutable=["batch_stats"]` updates its BatchNorm statistics.
+
+Builders register themselves with `@register(name, native_resolution=..., embed_dim=...)`; the
+registry stays open for later families (CLIP towers).
+"""
+
+import dataclasses
+from typing import Any, Callable
+
+_REGISTRY: dict[str, "Entry"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """A registered encoder: `builder(pretrained, head, weights, **kw) -> (module, variables)`."""
+  name: str
+  builder: Callable[..., tuple[Any, Any]]
+  native_resolution: int
+  embed_dim: int
+  has_pretrained: bool
+
+
+def register(name: str, *, native_resolution: int, embed_dim: int, has_pretrained: bool):
+  """Decorator adding `builder` to the registry under `name`."""
+  def deco(builder):
+    if name in _REGISTRY:
+      raise ValueError(f"encoder {name!r} registered twice")
+    _REGISTRY[name] = Entry(name, builder, native_resolution, embed_dim, has_pretrained)
+    return builder
+  return deco
+
+
+def names() -> list[str]:
+  """All registered encoder names, sorted."""
+  _import_builtin()
+  return sorted(_REGISTRY)
+
+
+def info(name: str) -> Entry:
+  """The registry entry (native resolution, embedding size) of `name`."""
+  _import_builtin()
+  if name not in _REGISTRY:
+    raise ValueError(f"unknown encoder {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+  return _REGISTRY[name]
+
+
+def load(name: str, pretrained: bool = True, head: str = "embed", *, weights: str | None = None,
+         **kwargs):
+  """Builds encoder `name` and its variables.
+
+  Args:
+    name: a registered encoder name (see `names()`).
+    pretrained: load the packaged or published weights (or `weights` when given); otherwise a
+      random initialisation (seeded by `kwargs["seed"]`, default 0).
+    head: "embed" for the `[B, D]` embedding, "logits" for the checkpoint's classifier output.
+    weights: optional path to a weights file or directory overriding the default source.
+    **kwargs: encoder options, e.g. `resolution=64` (input size the encoder resizes to),
+      `embed_dim=128` and `num_classes=10` for the ResNet family, `seed=0`.
+
+  Returns:
+    `(module, variables)`: a Flax module and its variables `{"params", "batch_stats"?}`.
+  """
+  if head not in ("embed", "logits"):
+    raise ValueError(f"head must be 'embed' or 'logits', got {head!r}")
+  entry = info(name)
+  if pretrained and not entry.has_pretrained and weights is None:
+    raise ValueError(f"encoder {name!r} has no published weights: use pretrained=False or "
+                     "pass weights=<path>")
+  return entry.builder(pretrained=pretrained, head=head, weights=weights, **kwargs)
+
+
+def _import_builtin():
+  # Importing the family modules runs their @register decorators.
+  from rrjax.models import efficientnet, resnet  # noqa: F401
