@@ -1,0 +1,377 @@
+"""Forward operators A (corruptions) built from a spec string.
+
+    A = rrjax.corruptions.build("mask(0.5,0.95)|noise(0.1)")
+    y = A(key, images)                 # float [B, H, W, C] in [0, 1] -> same shape and dtype
+    params = A.sample(key, images.shape)
+    y == A.apply(key, params, images)  # the per-image parameters A(key, images) used
+
+Grammar: operators joined by `|`, applied left to right; whitespace is ignored. Each is one of
+
+    mask(p)        mask(lo,hi)        zero a fraction p of the pixel positions
+    noise(sigma)   noise(lo,hi)       add Gaussian noise of std sigma
+    blur(n,sigma)  blur(n,lo,hi)      Gaussian blur, kernel size n, std sigma
+    identity       identity()         no corruption
+
+A range `lo,hi` draws the parameter per image from U[lo, hi). `str(A)` is the canonical spec
+(`mask(0.9)`, `noise(0.1,0.3)`, `blur(21,5)`, `mask(0.5)|noise(0.1)`) and `build(str(A))` gives
+the same outputs for the same key.
+
+Semantics, all in [0, 1] pixel space and never clipped (the paper corrupts before the encoder's
+own normalisation):
+  * mask: exactly int(H*W*p) pixel positions per image are set to 0, the same positions in every
+    channel. With a range the count is floor(H*W*p_i) in float32, clipped to
+    [int(H*W*lo), int(H*W*hi)].
+  * noise: x + sigma * N(0, 1), i.i.d. per pixel and channel.
+  * blur: torchvision's Gaussian blur: taps at -(n-1)/2 .. (n-1)/2 weighted exp(-t^2 / 2 sigma^2)
+    and normalised to sum 1, applied separably (rows, then columns) with reflect padding (edge
+    pixel not repeated), so (n-1)/2 must be smaller than H and W. n is odd and sigma > 0.
+
+Paper settings (Jalal et al., NeurIPS 2021): mask 50/75/90% (`mask(0.5)`, `mask(0.75)`,
+`mask(0.9)`); noise std 0.1/0.3/0.5 (`noise(0.1)` ...); blur `blur(21,5)` and `blur(37,9)`;
+unknown-severity training with `mask(0.5,0.95)` and `noise(0.1,0.3)`.
+
+Randomness lives apart from the operator, as in deepinv: `sample(key, shape)` draws the
+per-image parameters from `fold_in(key, 0)` and `apply(key, params, images)` draws the rest
+(mask positions, noise) from `fold_in(key, 1)`; both split their key per image, so image i's
+corruption does not depend on the batch size. In a composition, operator i uses `fold_in(key, i)`.
+Operators are immutable, hashable and compared by spec, so they can be static arguments of
+`jax.jit`; keys may be typed (`jax.random.key`) or raw uint32 (`jax.random.PRNGKey`).
+"""
+
+import dataclasses
+import functools
+import math
+import re
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+
+Params = Any  # a pytree of per-image arrays, leading axis B
+
+
+class Operator:
+  """A forward operator `A(key, images) -> images`, immutable and identified by its spec."""
+
+  name: ClassVar[str]
+  forms: ClassVar[tuple[str, ...]]  # the spec forms, e.g. ("mask(p)", "mask(lo,hi)")
+
+  @classmethod
+  def from_args(cls, args: tuple[float, ...]) -> "Operator":
+    """Builds the operator from the numbers between its parentheses."""
+    arities = [form.count(",") + 1 if "(" in form else 0 for form in cls.forms]
+    if len(args) not in arities:
+      raise ValueError(f"{cls.name} takes {' or '.join(map(str, arities))} arguments, "
+                       f"got {len(args)}")
+    return cls(*args)
+
+  def __call__(self, key: jax.Array, images: jax.Array) -> jax.Array:
+    """Corrupts `images` float `[B, H, W, C]`; returns the same shape and dtype."""
+    if images.ndim != 4 or not jnp.issubdtype(images.dtype, jnp.floating):
+      raise ValueError(f"{self}: expected float images [B, H, W, C], got {images.dtype} "
+                       f"{images.shape}")
+    return _sample_and_apply(self, key, images)
+
+  def sample(self, key: jax.Array, shape: tuple[int, ...]) -> Params:
+    """Draws the per-image parameters for images of `shape` `[B, H, W, C]`."""
+    raise NotImplementedError
+
+  def apply(self, key: jax.Array, params: Params, images: jax.Array) -> jax.Array:
+    """Corrupts `images` `[B, H, W, C]` with the parameters from `sample`."""
+    raise NotImplementedError
+
+  @property
+  def random(self) -> bool:
+    """Whether the output depends on the key."""
+    raise NotImplementedError
+
+  def __repr__(self) -> str:
+    return f"build({str(self)!r})"
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Operator) and str(self) == str(other)
+
+  def __hash__(self) -> int:
+    return hash(str(self))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _sample_and_apply(op: Operator, key: jax.Array, images: jax.Array) -> jax.Array:
+  # Compiled as one program: run eagerly, the blur's shifted slices would each compile alone.
+  return op.apply(key, op.sample(key, images.shape), images)
+
+
+def _fmt(x: float) -> str:
+  # repr is the shortest string that parses back to the same float; "5.0" reads better as "5".
+  text = repr(float(x))
+  return text[:-2] if text.endswith(".0") else text
+
+
+def _value_or_range(lo: float, hi: float) -> str:
+  return _fmt(lo) if lo == hi else f"{_fmt(lo)},{_fmt(hi)}"
+
+
+def _image_keys(key: jax.Array, stream: int, batch_size: int) -> jax.Array:
+  """Per-image keys `[B]` of one stream (0: parameters, 1: corruption) of `key`."""
+  return jax.random.split(jax.random.fold_in(key, stream), batch_size)
+
+
+def _per_image_uniform(key: jax.Array, batch_size: int, lo: float, hi: float) -> jax.Array:
+  """`[B]` float32 draws from U[lo, hi), or lo everywhere when lo == hi."""
+  if lo == hi:
+    return jnp.full((batch_size,), lo, jnp.float32)
+  draw = lambda k: jax.random.uniform(k, (), jnp.float32, minval=lo, maxval=hi)
+  return jax.vmap(draw)(_image_keys(key, 0, batch_size))
+
+
+def _set_floats(op, *names: str):
+  # Frozen dataclasses: normalise ints to floats so the canonical spec formats one way.
+  for field in names:
+    object.__setattr__(op, field, float(getattr(op, field)))
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Mask(Operator):
+  """Zeroes a fraction in [lo, hi] of the pixel positions, the same ones in every channel."""
+
+  name: ClassVar[str] = "mask"
+  forms: ClassVar[tuple[str, ...]] = ("mask(p)", "mask(lo,hi)")
+  lo: float
+  hi: float | None = None
+
+  def __post_init__(self):
+    if self.hi is None:
+      object.__setattr__(self, "hi", self.lo)
+    _set_floats(self, "lo", "hi")
+    for p in (self.lo, self.hi):
+      if not 0 <= p <= 1:
+        raise ValueError(f"mask fraction {_fmt(p)} not in [0, 1]")
+    if self.lo > self.hi:
+      raise ValueError(f"mask range lo {_fmt(self.lo)} > hi {_fmt(self.hi)}")
+
+  def __str__(self) -> str:
+    return f"mask({_value_or_range(self.lo, self.hi)})"
+
+  @property
+  def random(self) -> bool:
+    return self.hi > 0 and self.lo < 1
+
+  def sample(self, key, shape):
+    """`{"fraction": [B] float32, "count": [B] int32}`, count = masked positions per image."""
+    batch_size, hw = shape[0], shape[1] * shape[2]
+    fraction = _per_image_uniform(key, batch_size, self.lo, self.hi)
+    if self.lo == self.hi:
+      # Counted in Python: float32(p) * H * W can fall just below an integer that int() reaches.
+      count = jnp.full((batch_size,), int(hw * self.lo), jnp.int32)
+    else:
+      count = jnp.clip(jnp.floor(fraction * hw).astype(jnp.int32), int(hw * self.lo),
+                       int(hw * self.hi))
+    return {"fraction": fraction, "count": count}
+
+  def apply(self, key, params, images):
+    b, h, w, _ = images.shape
+    # A random permutation read as each position's rank: ranks below the count are masked,
+    # which removes exactly `count` positions whatever the count (traced or not).
+    rank = jax.vmap(lambda k: jax.random.permutation(k, h * w))(_image_keys(key, 1, b))
+    keep = rank.reshape(b, h, w, 1) >= params["count"][:, None, None, None]
+    return jnp.where(keep, images, jnp.zeros((), images.dtype))
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Noise(Operator):
+  """Adds i.i.d. Gaussian noise of std sigma in [lo, hi], unclipped."""
+
+  name: ClassVar[str] = "noise"
+  forms: ClassVar[tuple[str, ...]] = ("noise(sigma)", "noise(lo,hi)")
+  lo: float
+  hi: float | None = None
+
+  def __post_init__(self):
+    if self.hi is None:
+      object.__setattr__(self, "hi", self.lo)
+    _set_floats(self, "lo", "hi")
+    for sigma in (self.lo, self.hi):
+      if not 0 <= sigma < math.inf:
+        raise ValueError(f"noise sigma {_fmt(sigma)} not a finite number >= 0")
+    if self.lo > self.hi:
+      raise ValueError(f"noise range lo {_fmt(self.lo)} > hi {_fmt(self.hi)}")
+
+  def __str__(self) -> str:
+    return f"noise({_value_or_range(self.lo, self.hi)})"
+
+  @property
+  def random(self) -> bool:
+    return self.hi > 0
+
+  def sample(self, key, shape):
+    """`{"sigma": [B] float32}`."""
+    return {"sigma": _per_image_uniform(key, shape[0], self.lo, self.hi)}
+
+  def apply(self, key, params, images):
+    draw = lambda k: jax.random.normal(k, images.shape[1:], images.dtype)
+    noise = jax.vmap(draw)(_image_keys(key, 1, images.shape[0]))
+    return images + params["sigma"].astype(images.dtype)[:, None, None, None] * noise
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Blur(Operator):
+  """Gaussian blur with an odd kernel size n and std sigma in [lo, hi], reflect padded."""
+
+  name: ClassVar[str] = "blur"
+  forms: ClassVar[tuple[str, ...]] = ("blur(n,sigma)", "blur(n,lo,hi)")
+  n: int
+  lo: float
+  hi: float | None = None
+
+  def __post_init__(self):
+    if self.hi is None:
+      object.__setattr__(self, "hi", self.lo)
+    if not (float(self.n).is_integer() and self.n >= 1 and self.n % 2 == 1):
+      raise ValueError(f"blur kernel size {_fmt(self.n)} not an odd integer >= 1")
+    object.__setattr__(self, "n", int(self.n))
+    _set_floats(self, "lo", "hi")
+    for sigma in (self.lo, self.hi):
+      if not 0 < sigma < math.inf:
+        raise ValueError(f"blur sigma {_fmt(sigma)} not a finite number > 0")
+    if self.lo > self.hi:
+      raise ValueError(f"blur sigma range lo {_fmt(self.lo)} > hi {_fmt(self.hi)}")
+
+  def __str__(self) -> str:
+    return f"blur({self.n},{_value_or_range(self.lo, self.hi)})"
+
+  @property
+  def random(self) -> bool:
+    return self.lo != self.hi
+
+  def sample(self, key, shape):
+    """`{"sigma": [B] float32}`."""
+    return {"sigma": _per_image_uniform(key, shape[0], self.lo, self.hi)}
+
+  def apply(self, key, params, images):
+    del key  # Only sigma is random, and it is in params.
+    _, h, w, _ = images.shape
+    r = (self.n - 1) // 2
+    if r >= h or r >= w:
+      raise ValueError(f"{self}: reflect padding by {r} needs images larger than {r}x{r} "
+                       f"pixels, got {h}x{w}")
+    taps = jnp.arange(self.n, dtype=jnp.float32) - r
+    weights = jnp.exp(-taps**2 / (2 * params["sigma"][:, None]**2))
+    weights = (weights / weights.sum(axis=1, keepdims=True)).astype(images.dtype)  # [B, n]
+    images = _blur_axis(images, weights, axis=2)
+    return _blur_axis(images, weights, axis=1)
+
+
+def _blur_axis(images: jax.Array, weights: jax.Array, axis: int) -> jax.Array:
+  """Correlates `images` `[B, H, W, C]` along `axis` with per-image `weights` `[B, n]`.
+
+  The kernel differs per image, so rather than a convolution it is n shifted multiply-adds,
+  which XLA fuses into one pass.
+  """
+  n = weights.shape[1]
+  r = (n - 1) // 2
+  size = images.shape[axis]
+  pad = [(0, 0)] * 4
+  pad[axis] = (r, r)
+  padded = jnp.pad(images, pad, mode="reflect")
+  out = jnp.zeros_like(images)
+  for j in range(n):
+    window = jax.lax.slice_in_dim(padded, j, j + size, axis=axis)
+    out = out + weights[:, j, None, None, None] * window
+  return out
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Identity(Operator):
+  """Returns the images unchanged."""
+
+  name: ClassVar[str] = "identity"
+  forms: ClassVar[tuple[str, ...]] = ("identity",)  # `identity()` parses too: no arguments.
+
+  def __str__(self) -> str:
+    return "identity"
+
+  @property
+  def random(self) -> bool:
+    return False
+
+  def sample(self, key, shape):
+    return {}
+
+  def apply(self, key, params, images):
+    return images
+
+
+@dataclasses.dataclass(frozen=True, eq=False, repr=False)
+class Compose(Operator):
+  """Applies `ops` left to right; operator i uses `fold_in(key, i)`."""
+
+  ops: tuple[Operator, ...]
+
+  def __str__(self) -> str:
+    return "|".join(map(str, self.ops))
+
+  @property
+  def random(self) -> bool:
+    return any(op.random for op in self.ops)
+
+  def sample(self, key, shape):
+    """A tuple with each operator's parameters (every operator keeps the shape)."""
+    return tuple(op.sample(jax.random.fold_in(key, i), shape) for i, op in enumerate(self.ops))
+
+  def apply(self, key, params, images):
+    for i, (op, op_params) in enumerate(zip(self.ops, params)):
+      images = op.apply(jax.random.fold_in(key, i), op_params, images)
+    return images
+
+
+OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (Mask, Noise, Blur, Identity)}
+
+_ALLOWED = " | ".join(form for op in OPERATORS.values() for form in op.forms)
+# A name, optionally followed by a parenthesised argument list without nested parentheses.
+_PART = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\(([^()]*)\))?\s*")
+
+
+def build(spec: str) -> Operator:
+  """Parses `spec` (see the module docstring) into an operator.
+
+  Raises:
+    ValueError: naming the malformed part and listing the allowed forms.
+  """
+  if not isinstance(spec, str):
+    raise TypeError(f"corruption spec must be a str, got {type(spec).__name__} {spec!r}")
+  if not spec.strip():
+    raise ValueError(f"bad corruption spec {spec!r}: empty spec; allowed forms: {_ALLOWED}")
+  ops = tuple(_parse_part(part, spec) for part in spec.split("|"))
+  return ops[0] if len(ops) == 1 else Compose(ops)
+
+
+def _parse_part(part: str, spec: str) -> Operator:
+  """Parses one `name(args)` of `spec`."""
+  def bad(reason: str) -> ValueError:
+    where = "" if part.strip() == spec.strip() else f" in {spec!r}"
+    return ValueError(f"bad corruption spec part {part.strip()!r}{where}: {reason}; "
+                      f"allowed forms: {_ALLOWED}")
+
+  if not part.strip():
+    raise bad("empty part")
+  match = _PART.fullmatch(part)
+  if match is None:
+    raise bad("expected name or name(args) with balanced parentheses")
+  name, args = match.groups()
+  if name not in OPERATORS:
+    raise bad(f"unknown operator {name!r}; known: {', '.join(OPERATORS)}")
+  try:
+    numbers = tuple(_number(arg) for arg in args.split(",")) if args and args.strip() else ()
+    return OPERATORS[name].from_args(numbers)
+  except ValueError as e:
+    raise bad(str(e)) from None
+
+
+def _number(text: str) -> float:
+  try:
+    value = float(text)
+  except ValueError:
+    raise ValueError(f"argument {text.strip()!r} is not a number") from None
+  if not math.isfinite(value):
+    raise ValueError(f"argument {text.strip()!r} is not a finite number")
+  return value

@@ -1,0 +1,166 @@
+"""ResNet-18/34/50/101 student encoders (He et al., 2016), torchvision layout.
+
+The architecture follows torchvision's `resnet*` exactly (7x7/2 stem with padding 3, 3x3/2 max
+pool, stride on the 3x3 conv of bottleneck blocks, i.e. "ResNet v1.5", 1x1 projection shortcuts
+where the shape changes, global average pooling), so parameter counts match torchvision's and its
+checkpoints map onto these modules layer for layer: layer names mirror torchvision's
+(`layer2_0/downsample_conv` is `layer2.0.downsample.0`). Padding is explicit and symmetric, like
+PyTorch's, rather than Flax's 'SAME', which pads strided convs asymmetrically.
+
+On top of the pooled features sits either an embedding projection `Dense(embed_dim)` (the
+student's output, compared to the teacher's embedding by the losses) or a `Dense(num_classes)`
+classifier, selected by `head`.
+"""
+
+import functools
+from typing import Any, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rrjax.models import register, weights_io
+from rrjax.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare
+
+HEADS = ("embed", "logits")
+
+# torchvision's initialisation: He-normal over the output fan for convolutions.
+_conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
+  return (k // 2, k // 2), (k // 2, k // 2)
+
+
+class BasicBlock(nn.Module):
+  """Two 3x3 convs; `[B, H, W, C] -> [B, H/stride, W/stride, width]`."""
+  width: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+  expansion = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    y = conv(self.width, (3, 3), self.stride, padding=_pad(3), name="conv1")(x)
+    y = nn.relu(norm(name="bn1")(y))
+    y = conv(self.width, (3, 3), padding=_pad(3), name="conv2")(y)
+    y = norm(name="bn2")(y)
+    return nn.relu(y + _shortcut(x, self.width, self.stride, conv, norm))
+
+
+class Bottleneck(nn.Module):
+  """1x1 reduce, 3x3 (strided), 1x1 expand; `[B, H, W, C] -> [B, H/stride, W/stride, 4 width]`."""
+  width: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+  expansion = 4
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             epsilon=1e-5, dtype=self.dtype)
+    y = conv(self.width, (1, 1), name="conv1")(x)
+    y = nn.relu(norm(name="bn1")(y))
+    y = conv(self.width, (3, 3), self.stride, padding=_pad(3), name="conv2")(y)
+    y = nn.relu(norm(name="bn2")(y))
+    y = conv(self.width * self.expansion, (1, 1), name="conv3")(y)
+    y = norm(name="bn3")(y)
+    return nn.relu(y + _shortcut(x, self.width * self.expansion, self.stride, conv, norm))
+
+
+def _shortcut(x, features, stride, conv, norm):
+  """Identity, or a 1x1 strided projection + BN when the block changes shape."""
+  if stride == 1 and x.shape[-1] == features:
+    return x
+  x = conv(features, (1, 1), stride, name="downsample_conv")(x)
+  return norm(name="downsample_bn")(x)
+
+
+class ResNet(nn.Module):
+  """ResNet encoder: images `[B, H, W, 1|3]` in [0, 1] -> `[B, embed_dim]` or `[B, num_classes]`.
+
+  Attributes:
+    stage_sizes: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
+    block: `BasicBlock` or `Bottleneck`.
+    resolution: input size the images are resized to before the stem.
+    embed_dim: width of the embedding projection; None for the pooled width (512 or 2048).
+    num_classes: classifier width for `head="logits"`.
+    head: "embed" or "logits".
+    dtype: compute dtype; parameters and the returned output are float32.
+  """
+  stage_sizes: Sequence[int]
+  block: Any
+  resolution: int = 224
+  embed_dim: int | None = None
+  num_classes: int = 1000
+  head: str = "embed"
+  dtype: Any = jnp.float32
+
+  @property
+  def features(self) -> int:
+    """Width of the pooled features."""
+    return 512 * self.block.expansion
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    if self.head not in HEADS:
+      raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+    x = prepare(images, self.resolution, IMAGENET_MEAN, IMAGENET_STD).astype(self.dtype)
+    x = nn.Conv(64, (7, 7), 2, padding=_pad(7), use_bias=False, dtype=self.dtype,
+                kernel_init=_conv_init, name="conv1")(x)
+    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                     dtype=self.dtype, name="bn1")(x)
+    x = nn.relu(x)
+    x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
+    for stage, num_blocks in enumerate(self.stage_sizes):
+      for i in range(num_blocks):
+        stride = 2 if stage > 0 and i == 0 else 1
+        x = self.block(64 * 2**stage, stride, self.dtype, name=f"layer{stage + 1}_{i}")(x, train)
+    x = jnp.mean(x, axis=(1, 2))
+    if self.head == "embed":
+      width = self.features if self.embed_dim is None else self.embed_dim
+      x = nn.Dense(width, dtype=self.dtype, name="embed")(x)
+    else:
+      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    return x.astype(jnp.float32)
+
+
+_ARCHS = {
+    "resnet18": ((2, 2, 2, 2), BasicBlock),
+    "resnet34": ((3, 4, 6, 3), BasicBlock),
+    "resnet50": ((3, 4, 6, 3), Bottleneck),
+    "resnet101": ((3, 4, 23, 3), Bottleneck),
+}
+_OPTIONS = ("resolution", "embed_dim", "num_classes", "dtype", "seed")
+
+
+def _build(name: str, pretrained: bool, head: str, weights: str | None, **kwargs):
+  """Builds `name` with random or `.npz` weights; see `rrjax.models.load`.
+
+  There are no published weights (`rrjax.models.load` refuses `pretrained=True` without
+  `weights`), so `pretrained` only matters there; a given `weights` file is always loaded.
+  """
+  del pretrained  # Checked by the registry; see above.
+  unknown = sorted(set(kwargs) - set(_OPTIONS))
+  if unknown:
+    raise ValueError(f"unknown option(s) {unknown} for {name!r}; allowed: {', '.join(_OPTIONS)}")
+  stage_sizes, block = _ARCHS[name]
+  module = ResNet(stage_sizes, block, resolution=kwargs.get("resolution", 224),
+                  embed_dim=kwargs.get("embed_dim"), num_classes=kwargs.get("num_classes", 1000),
+                  head=head, dtype=jnp.dtype(kwargs.get("dtype", jnp.float32)))
+  dummy = jnp.zeros((1, module.resolution, module.resolution, 3), jnp.float32)
+  init = functools.partial(module.init, train=False)
+  key = jax.random.key(kwargs.get("seed", 0))
+  if weights is not None:
+    # Shapes suffice to check the file, so skip the real initialisation.
+    return module, weights_io.load_npz(weights, jax.eval_shape(init, key, dummy))
+  return module, jax.jit(init)(key, dummy)
+
+
+for _name, (_, _block) in _ARCHS.items():
+  register(_name, native_resolution=224, embed_dim=512 * _block.expansion,
+           has_pretrained=False)(functools.partial(_build, _name))

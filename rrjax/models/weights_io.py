@@ -1,0 +1,63 @@
+"""Flax variables to and from `.npz` files, with a structural check on load.
+
+A file holds one array per leaf, keyed by the leaf's path joined with '/', e.g.
+`params/layer1_0/conv1/kernel` or `batch_stats/bn1/mean`. Loading checks the file against the
+variables the module expects, so weights of another architecture fail loudly instead of being
+silently broadcast or half-used.
+"""
+
+import os
+
+import jax
+import numpy as np
+from flax import traverse_util
+
+_SEP = "/"
+
+
+def flatten(variables) -> dict[str, object]:
+  """`{"params": {"a": {"b": x}}}` -> `{"params/a/b": x}`."""
+  return traverse_util.flatten_dict(variables, sep=_SEP)
+
+
+def unflatten(flat: dict[str, object]) -> dict:
+  """Inverse of `flatten`."""
+  return traverse_util.unflatten_dict(flat, sep=_SEP)
+
+
+def save_npz(path: str | os.PathLike, variables) -> None:
+  """Writes every leaf of `variables` (arrays, any nesting of dicts) to an uncompressed `.npz`."""
+  flat = {key: np.asarray(jax.device_get(value)) for key, value in flatten(variables).items()}
+  np.savez(path, **flat)
+
+
+def load_npz(path: str | os.PathLike, reference_variables) -> dict:
+  """Reads `.npz` variables and checks them against the module's expected ones.
+
+  Args:
+    path: a file written by `save_npz`.
+    reference_variables: variables of the target module, e.g. from `module.init` or
+      `jax.eval_shape(module.init, ...)`; only each leaf's `shape` and `dtype` are used.
+
+  Returns:
+    Nested dict of numpy arrays with the structure of `reference_variables`, each leaf cast to
+    the reference dtype.
+
+  Raises:
+    ValueError: naming the first key (in sorted order) that is missing from the file, not expected
+      by the module, or of the wrong shape.
+  """
+  reference = flatten(reference_variables)
+  with np.load(path, allow_pickle=False) as npz:
+    stored = {key: npz[key] for key in npz.files}
+  for key in sorted(set(reference) | set(stored)):
+    if key not in stored:
+      raise ValueError(f"{os.fspath(path)}: missing variable {key!r} (shape "
+                       f"{tuple(reference[key].shape)}); wrong architecture?")
+    if key not in reference:
+      raise ValueError(f"{os.fspath(path)}: unexpected variable {key!r} (shape "
+                       f"{stored[key].shape}) not in the module; wrong architecture?")
+    if stored[key].shape != tuple(reference[key].shape):
+      raise ValueError(f"{os.fspath(path)}: variable {key!r} has shape {stored[key].shape}, the "
+                       f"module expects {tuple(reference[key].shape)}; wrong architecture?")
+  return unflatten({key: stored[key].astype(reference[key].dtype) for key in reference})
