@@ -1,0 +1,121 @@
+"""`Source`: random access to one (possibly sliced) split of labelled images.
+
+A source holds no decoded pixels: `get(indices)` reads and decodes on demand, so the batch
+pipeline can read any example at any step (seeded permutations, exact resumption) and datasets
+larger than memory work unchanged.
+
+Images come back as stored, only made 3-channel (grey is repeated, an alpha channel dropped),
+uint8, at their native size. Resizing to `image_size` is the job of the views (`views.py`).
+"""
+
+import abc
+from collections.abc import Sequence
+
+import numpy as np
+
+from rrjax.data import splits
+
+# Measurement resolution of datasets whose images vary in size (ImageNet-style), as in the paper.
+DEFAULT_VARIABLE_SIZE = 224
+
+
+class Source(abc.ABC):
+  """One split of a dataset, indexable in a fixed order.
+
+  Attributes:
+    name: the dataset name given to `rrjax.data.load`.
+    split: the split string, e.g. "train[:90%]".
+    class_names: label `i` is `class_names[i]`.
+    native_size: `(height, width)` shared by every image of the base split, or None where
+      images vary in size.
+    image_size: the measurement resolution S that views resize to: the `image_size` given to
+      `load`, else the native short side, else `DEFAULT_VARIABLE_SIZE` for variable sizes.
+  """
+
+  def __init__(self, *, name: str, split: str, class_names: Sequence[str], num_base: int,
+               native_size: tuple[int, int] | None, image_size: int | None):
+    """Selects `split` (a slice spec) from a base split of `num_base` examples."""
+    self.name = name
+    self.split = split
+    self.class_names = list(class_names)
+    self.native_size = native_size
+    if image_size is None:
+      image_size = min(native_size) if native_size else DEFAULT_VARIABLE_SIZE
+    if not isinstance(image_size, (int, np.integer)) or image_size <= 0:
+      raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+    self.image_size = int(image_size)
+    # Positions in the base split of this source's examples, in order.
+    self._positions = splits.parse(split).indices(num_base)
+
+  @property
+  def num_classes(self) -> int:
+    return len(self.class_names)
+
+  def __len__(self) -> int:
+    return len(self._positions)
+
+  def __repr__(self):
+    return (f"{type(self).__name__}(name={self.name!r}, split={self.split!r}, n={len(self)}, "
+            f"classes={self.num_classes}, native_size={self.native_size}, "
+            f"image_size={self.image_size})")
+
+  def get(self, indices) -> tuple[np.ndarray | list[np.ndarray], np.ndarray]:
+    """Reads examples `indices` (ints in [0, len)).
+
+    Returns:
+      `(images, labels)`: images uint8 `[n, h, w, 3]` where the source has a `native_size`,
+      else a list of n uint8 `[h_i, w_i, 3]` arrays; labels int32 `[n]`.
+    """
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    bad = indices[(indices < 0) | (indices >= len(self))]
+    if bad.size:
+      raise IndexError(f"index {bad[0]} out of range for {self.name} {self.split} "
+                       f"({len(self)} examples)")
+    examples = self._read_many(self._positions[indices].tolist())
+    images = [to_rgb(image) for image, _ in examples]
+    labels = np.array([label for _, label in examples], dtype=np.int32).reshape(-1)
+    if self.native_size is not None:
+      images = np.stack(images) if images else np.zeros((0, *self.native_size, 3), np.uint8)
+    return images, labels
+
+  @abc.abstractmethod
+  def _read_many(self, positions: Sequence[int]) -> list[tuple[np.ndarray, int]]:
+    """Examples at `positions` of the base split: (uint8 `[h, w, c]`, c in {1, 3, 4}, label)."""
+
+
+def to_rgb(image: np.ndarray) -> np.ndarray:
+  """uint8 `[h, w]` or `[h, w, c]`, c in {1, 3, 4} -> `[h, w, 3]` (grey repeated, alpha dropped)."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f"expected uint8 images, got dtype {image.dtype}")
+  if image.ndim == 2:
+    image = image[..., None]
+  if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
+    raise ValueError(f"expected an image [h, w, 1|3|4], got shape {image.shape}")
+  if image.shape[-1] == 1:
+    return np.repeat(image, 3, axis=-1)
+  return image[..., :3]
+
+
+class Subset(Source):
+  """Examples `indices` of another source, in that order (e.g. a label fraction's examples)."""
+
+  def __init__(self, parent: Source, indices):
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if indices.size and (indices.min() < 0 or indices.max() >= len(parent)):
+      raise IndexError(f"subset indices out of range for {parent!r}")
+    self.name = parent.name
+    self.split = f"{parent.split}[{indices.size} selected]"
+    self.class_names = list(parent.class_names)
+    self.native_size = parent.native_size
+    self.image_size = parent.image_size
+    self._parent = parent
+    self._positions = parent._positions[indices]  # pylint: disable=protected-access
+
+  def _read_many(self, positions):
+    return self._parent._read_many(positions)  # pylint: disable=protected-access
+
+
+def subset(parent: Source, indices) -> Source:
+  """A source of examples `indices` of `parent`."""
+  return Subset(parent, indices)

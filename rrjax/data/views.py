@@ -1,0 +1,84 @@
+"""The two views of an image the loader emits: random-resized-crop training view and eval view.
+
+Both take a uint8 `[h, w, 3]` image at its native size and return uint8 `[S, S, 3]`. Each is a
+single PIL bilinear resample of a (possibly fractional) box of the source image; PIL filters
+with a support widened by the downscale factor, so shrinking is antialiased and enlarging is
+plain bilinear. Resampling the box directly equals resizing the whole image and cropping, with
+one rounding to uint8 instead of two.
+
+* `eval_view(image, S)`: resize the short side to round(S * 256 / 224) when it is longer than S
+  (else to S), then take the centred S x S crop: the usual "resize 256, centre crop 224" of the
+  paper at any S; images at most S on the short side are only resized to S.
+* `train_view(image, S, rng)`: torchvision's RandomResizedCrop (area fraction in `scale`,
+  aspect ratio log-uniform in `ratio`, 10 tries, then a centre crop clamped to `ratio`),
+  resized to S x S, then a horizontal flip with probability 1/2.
+"""
+
+import math
+
+import numpy as np
+from PIL import Image
+
+DEFAULT_SCALE = (0.08, 1.0)
+DEFAULT_RATIO = (3 / 4, 4 / 3)
+# The ImageNet eval convention: resize to 256, centre crop 224.
+_EVAL_RESIZE_RATIO = 256 / 224
+
+
+def eval_view(image: np.ndarray, size: int) -> np.ndarray:
+  """Resize short side + centre crop: uint8 `[h, w, 3]` -> `[size, size, 3]`."""
+  height, width = image.shape[:2]
+  short = min(height, width)
+  resized_short = round(size * _EVAL_RESIZE_RATIO) if short > size else size
+  # The crop, in source pixels: `size` output pixels at `resized_short / short` per pixel.
+  side = size * short / resized_short
+  top, left = (height - side) / 2, (width - side) / 2
+  return _resample(image, (left, top, left + side, top + side), size)
+
+
+def train_view(image: np.ndarray, size: int, rng: np.random.Generator, *,
+               scale: tuple[float, float] = DEFAULT_SCALE,
+               ratio: tuple[float, float] = DEFAULT_RATIO) -> np.ndarray:
+  """Random resized crop + random horizontal flip: uint8 `[h, w, 3]` -> `[size, size, 3]`."""
+  top, left, crop_h, crop_w = random_crop_box(image.shape[:2], rng, scale=scale, ratio=ratio)
+  view = _resample(image, (left, top, left + crop_w, top + crop_h), size)
+  return view[:, ::-1] if rng.random() < 0.5 else view
+
+
+def random_crop_box(shape: tuple[int, int], rng: np.random.Generator, *,
+                    scale: tuple[float, float] = DEFAULT_SCALE,
+                    ratio: tuple[float, float] = DEFAULT_RATIO) -> tuple[int, int, int, int]:
+  """torchvision's RandomResizedCrop box `(top, left, height, width)` in an image of `shape`."""
+  if not 0 < scale[0] <= scale[1] <= 1:
+    raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+  if not 0 < ratio[0] <= ratio[1]:
+    raise ValueError(f"crop ratio must satisfy 0 < lo <= hi, got {ratio}")
+  height, width = shape
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target_area = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = round(math.sqrt(target_area * aspect))
+    h = round(math.sqrt(target_area / aspect))
+    if 0 < w <= width and 0 < h <= height:
+      return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+  # Fallback: the largest centred crop whose aspect ratio lies in `ratio`.
+  aspect = width / height
+  if aspect < ratio[0]:
+    w, h = width, round(width / ratio[0])
+  elif aspect > ratio[1]:
+    h, w = height, round(height * ratio[1])
+  else:
+    h, w = height, width
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _resample(image: np.ndarray, box: tuple[float, float, float, float],
+              size: int) -> np.ndarray:
+  """Bilinear resample of `box` (left, top, right, bottom) of `image` to `[size, size, 3]`."""
+  height, width = image.shape[:2]
+  if (height, width) == (size, size) and box == (0, 0, size, size):
+    return image
+  pil = Image.fromarray(np.ascontiguousarray(image))
+  return np.asarray(pil.resize((size, size), Image.Resampling.BILINEAR, box=box))
