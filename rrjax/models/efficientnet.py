@@ -215,9 +215,10 @@ def default_weights_path() -> str:
 def _load_converted(path: str) -> dict:
   # Reading and converting takes ~1 s and is repeated by every experiment that builds the
   # teacher; cached per path for the life of the process (a file changed on disk meanwhile is
-  # not re-read).
+  # not re-read). Host arrays: every caller gets its own device buffers, which a training
+  # step may donate without touching the cache.
   variables = from_torch_state_dict(torch_reader.read(path), source=path)
-  return jax.tree.map(jnp.asarray, variables)
+  return jax.tree.map(np.asarray, variables)
 
 
 _OPTIONS = ("resolution", "num_classes", "dtype", "seed", "depthwise_impl")
@@ -255,8 +256,7 @@ def build(pretrained: bool, head: str, weights: str | None = None, **kwargs):
     return module, jax.jit(functools.partial(module.init, train=False))(key, dummy)
 
   path = os.path.abspath(weights if weights is not None else default_weights_path())
-  # Fresh containers around the cached (immutable) arrays, so callers may edit the dicts.
-  variables = jax.tree.map(lambda x: x, _load_converted(path))
+  variables = jax.tree.map(jnp.array, _load_converted(path))
   classifier = variables["params"].pop("fc")
   if head == "logits":
     if classifier["bias"].shape[0] != module.num_classes:

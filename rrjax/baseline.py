@@ -1,0 +1,98 @@
+"""Stage: the supervised baseline, fine-tuned end to end on corrupted images.
+
+The paper's baseline is an ImageNet-pretrained network whose final layer is replaced by a C-way
+head, fine-tuned end to end on corrupted images with their labels (Adam, lr 1e-3). Here the
+encoder is the teacher's architecture and weights (`head="logits"` with `num_classes=C`: the
+classifier is new), trained on the labelled subset of a label fraction.
+"""
+
+import functools
+import os
+
+import jax
+import optax
+from absl import logging
+
+from rrjax import corruptions, data, loop, models, sharding
+from rrjax.checkpoint import Checkpointer
+from rrjax.report import MetricsLog
+from rrjax.train_state import TrainState, apply_train, make_optimizer, make_schedule, update
+
+
+def make_step(model, corruption, tx):
+  """`step(state, batch, key) -> (state, metrics)`: cross-entropy on A(x), one update."""
+
+  def step(state: TrainState, batch: dict, key: jax.Array):
+    corrupted = corruption(jax.random.fold_in(key, state.step), batch["image"])
+
+    def objective(params):
+      logits, new_stats = apply_train(model, params, state.batch_stats, corrupted)
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]).mean()
+      return ce, new_stats
+
+    (value, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+    return update(state, tx, grads, new_stats), {"loss": value,
+                                                 "grad_norm": optax.global_norm(grads)}
+
+  return step
+
+
+def steps_for(config, num_labelled: int) -> int:
+  """Training steps for `num_labelled` examples: `epochs` passes, capped by `max_steps`."""
+  bc = config.baseline
+  per_epoch = max(num_labelled // bc.batch_size, 1)
+  return int(min(bc.epochs * per_epoch, bc.max_steps))
+
+
+def train_baseline(config, workdir: str, *, mesh, train_source, num_classes: int,
+                   metrics_path: str):
+  """Fine-tunes the pretrained encoder + a new head; returns `(model, variables)`."""
+  bc = config.baseline
+  sharding.check_batch_size(bc.batch_size, mesh, "baseline.batch_size")
+  model, variables = models.load(config.teacher.name, pretrained=True, head="logits",
+                                 weights=config.teacher.weights or None,
+                                 num_classes=num_classes, **_encoder_kwargs(config))
+  total = steps_for(config, len(train_source))
+  # A constant schedule does not depend on the length of training: label fractions then share
+  # one compiled step.
+  optim = (float(bc.lr), bc.schedule, total if bc.schedule != "constant" else 0,
+           float(bc.weight_decay))
+  schedule, tx = _optimizer(*optim)
+  state = TrainState.create(variables, tx)
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+  restored = checkpointer.restore_latest(state)
+  if restored is not None:
+    logging.info("baseline: resuming from checkpoint step %d", int(restored.step))
+    state = restored
+  state = sharding.replicate(state, mesh)
+  start = int(jax.device_get(state.step))
+  step_fn = _jitted_step(model, corruptions.build(config.train.corruption), optim, mesh)
+  key = jax.random.fold_in(jax.random.key(config.seed), 2)
+  batches = data.batches(train_source, bc.batch_size, train=True, seed=config.seed,
+                         start_step=start, num_steps=max(total - start, 0),
+                         augment=config.data.augment, crop_scale=tuple(config.data.crop_scale),
+                         drop_remainder=len(train_source) >= bc.batch_size)
+  state = loop.fit(state, lambda st, b: step_fn(st, b, key), batches,
+                   name=f"baseline[{config.train.corruption}]", total_steps=total,
+                   batch_size=bc.batch_size, mesh=mesh, checkpointer=checkpointer,
+                   metrics=MetricsLog(metrics_path, resume_step=start),
+                   lr_at=lambda s: float(schedule(s)), log_every=bc.log_every,
+                   checkpoint_every=0)
+  checkpointer.close()
+  return model, jax.device_get(state.variables())
+
+
+def _optimizer(lr, schedule, total, weight_decay):
+  schedule = make_schedule(lr, schedule, total, 0)
+  return schedule, make_optimizer("adam", schedule, weight_decay)
+
+
+@functools.lru_cache(maxsize=4)
+def _jitted_step(model, corruption, optim: tuple, mesh):
+  """One compiled step per (model, operator, optimiser, mesh), reused across label fractions."""
+  return sharding.jit_data_parallel(make_step(model, corruption, _optimizer(*optim)[1]), mesh,
+                                    num_args=3, batch_argnums=(1,))
+
+
+def _encoder_kwargs(config) -> dict:
+  return {"resolution": config.teacher.resolution} if config.teacher.resolution else {}

@@ -1,0 +1,213 @@
+"""`train_and_evaluate(config, workdir)`: every stage of a run, in one process.
+
+  1. teacher embeddings of clean images (and, with `train.teacher="cache"`, a disk cache),
+  2. student training (`train.py`), per experiment,
+  3. linear probes on frozen features of corrupted training images, per label fraction,
+  4. the supervised baseline, per label fraction (`baseline.py`),
+  5. evaluation over seeded corruption draws of the test split,
+  6. the report (`report.py`): results.json, report.md, metrics.jsonl, plots.
+
+Rows: `teacher_clean` (frozen teacher + probe on clean images: the ceiling),
+`teacher_corrupted` (frozen teacher + probe fitted on corrupted images: the naive approach),
+`ours` (robust student + probe) and `baseline` (fine-tuned end to end), when enabled.
+Hyperparameters of the probes are chosen on `data.val_split`, never on the test split.
+"""
+
+import glob
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import logging
+
+from rrjax import (baseline, configuration, corruptions, data, evaluate, experiment, models,
+                   probe, report, sharding, train)
+
+
+class Timer:
+  """Wall seconds per stage, summed over experiments."""
+
+  def __init__(self):
+    self.seconds = {}
+    self._start = time.perf_counter()
+
+  def add(self, stage: str, since: float) -> None:
+    self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - since
+
+  def summary(self) -> dict:
+    return {**{k: round(v, 1) for k, v in self.seconds.items()},
+            "total": round(time.perf_counter() - self._start, 1)}
+
+
+def train_and_evaluate(config, workdir: str) -> dict:
+  """Runs the stages of `config` into `workdir`; returns the results dict."""
+  configuration.validate(config)
+  os.makedirs(workdir, exist_ok=True)
+  timer = Timer()
+  mesh = sharding.make_mesh(config.mesh.data)
+  logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)
+
+  t = time.perf_counter()
+  dc = config.data
+  load = lambda split: data.load(dc.name, split, data_dir=dc.data_dir or None,
+                                 image_size=dc.image_size or None)
+  sources = {"train": load(dc.train_split), "val": load(dc.val_split),
+             "test": load(dc.test_split)}
+  arrays = {k: data.load_arrays(s) for k, s in sources.items()}
+  num_classes = sources["train"].num_classes
+  timer.add("data", t)
+
+  t = time.perf_counter()
+  teacher, teacher_vars = models.load(config.teacher.name, pretrained=True, head="embed",
+                                      weights=config.teacher.weights or None,
+                                      **_resolution(config))
+  features = lambda module, variables, split, op=None, key=None: probe.extract_features(
+      module, variables, arrays[split][0], corruption=op, key=key,
+      batch_size=config.eval.batch_size, mesh=mesh)
+  clean = {k: features(teacher, teacher_vars, k) for k in arrays}
+  timer.add("teacher_features", t)
+
+  rows = []
+  for name, rc in experiment.expand(config):
+    logging.info("experiment %s: train %s, eval %s", name, rc.train.corruption,
+                 list(rc.eval.corruptions))
+    rows += _run_experiment(rc, os.path.join(workdir, name), mesh=mesh, teacher=teacher,
+                            teacher_vars=teacher_vars, sources=sources, arrays=arrays,
+                            clean=clean, features=features, num_classes=num_classes,
+                            timer=timer)
+
+  metrics = _merge_metrics(workdir, [n for n, _ in experiment.expand(config)])
+  results = report.write_results(workdir, config.to_dict(), rows, timer.summary())
+  logging.info("wrote %s (%d rows, %d metrics lines)", os.path.join(workdir, "results.json"),
+               len(rows), metrics)
+  return results
+
+
+def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays, clean,
+                    features, num_classes, timer):
+  os.makedirs(rundir, exist_ok=True)
+  metrics_path = os.path.join(rundir, "metrics.jsonl")
+  op_train = corruptions.build(rc.train.corruption)
+  labels = {k: a[1] for k, a in arrays.items()}
+  fractions = [float(f) for f in rc.probe.label_fractions]
+  subsets = {f: probe.label_fraction_indices(labels["train"], f, num_classes, rc.seed)
+             for f in fractions}
+  base = {"dataset": rc.data.name, "train_corruption": str(op_train)}
+  rows = []
+
+  def probe_rows(method, module, variables):
+    """Probes on corrupted-train features at each fraction, evaluated over the eval draws."""
+    t = time.perf_counter()
+    keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
+            for d in range(rc.probe.feature_draws if op_train.random else 1)]
+    train_feats = [features(module, variables, "train", op_train, k) for k in keys]
+    hparams = _select(rc, train_feats, labels["train"],
+                      features(module, variables, "val", op_train, jax.random.key(rc.seed + 1)),
+                      labels["val"], num_classes)
+    probes = {f: probe.fit([x[subsets[f]] for x in train_feats], labels["train"][subsets[f]],
+                           num_classes, seed=rc.seed, batch_size=rc.probe.batch_size, **hparams)
+              for f in fractions}
+    timer.add("probe", t)
+    t = time.perf_counter()
+    out = []
+    for spec in rc.eval.corruptions:
+      op = corruptions.build(spec)
+      accs = {f: [] for f in fractions}
+      for key in evaluate.draw_keys(rc.seed, str(op), rc.eval.draws if op.random else 1):
+        test_feats = features(module, variables, "test", op, key)
+        for f in fractions:
+          accs[f].append(probe.accuracy(probes[f], test_feats, labels["test"]))
+      out += [dict(base, method=method, eval_corruption=str(op), label_fraction=f,
+                   probe=hparams, **evaluate.summarize(accs[f])) for f in fractions]
+    timer.add("evaluate", t)
+    return out
+
+  # The ceiling: the frozen teacher with a probe fitted and tested on clean images.
+  t = time.perf_counter()
+  hparams = _select(rc, [clean["train"]], labels["train"], clean["val"], labels["val"],
+                    num_classes)
+  for f in fractions:
+    p = probe.fit([clean["train"][subsets[f]]], labels["train"][subsets[f]], num_classes,
+                  seed=rc.seed, batch_size=rc.probe.batch_size, **hparams)
+    acc = probe.accuracy(p, clean["test"], labels["test"])
+    rows.append(dict(base, method="teacher_clean", eval_corruption="identity",
+                     label_fraction=f, probe=hparams, **evaluate.summarize([acc])))
+  timer.add("probe", t)
+
+  if "probe" in rc.stages:
+    rows += probe_rows("teacher_corrupted", teacher, teacher_vars)
+
+  if "train" in rc.stages:
+    student, student_vars = _student(rc, teacher, teacher_vars)
+    t = time.perf_counter()
+    student_vars = train.train_student(rc, rundir, mesh=mesh, teacher=teacher,
+                                       teacher_vars=teacher_vars, student=student,
+                                       student_vars=student_vars,
+                                       train_source=sources["train"],
+                                       metrics_path=metrics_path)
+    timer.add("train", t)
+    if "probe" in rc.stages:
+      rows += probe_rows("ours", student, student_vars)
+
+  if "baseline" in rc.stages and rc.baseline.enabled:
+    for f in fractions:
+      t = time.perf_counter()
+      bdir = os.path.join(rundir, f"baseline_{f:g}")
+      model, variables = baseline.train_baseline(
+          rc, bdir, mesh=mesh, train_source=data.subset(sources["train"], subsets[f]),
+          num_classes=num_classes, metrics_path=os.path.join(bdir, "metrics.jsonl"))
+      timer.add("baseline", t)
+      t = time.perf_counter()
+      for spec in rc.eval.corruptions:
+        op = corruptions.build(spec)
+        accs = [_top1(features(model, variables, "test", op, key), labels["test"])
+                for key in evaluate.draw_keys(rc.seed, str(op), rc.eval.draws if op.random else 1)]
+        rows.append(dict(base, method="baseline", eval_corruption=str(op), label_fraction=f,
+                         **evaluate.summarize(accs)))
+      timer.add("evaluate", t)
+  return rows
+
+
+def _student(rc, teacher, teacher_vars):
+  """The student: the teacher's architecture and weights (paper), or another encoder."""
+  if not rc.student.name or rc.student.name == rc.teacher.name:
+    return teacher, jax.tree.map(np.array, teacher_vars)
+  return models.load(rc.student.name, pretrained=False, head="embed", seed=rc.seed,
+                     **_resolution(rc))
+
+
+def _select(rc, train_feats, train_labels, val_feats, val_labels, num_classes) -> dict:
+  """Probe hyperparameters: the config's, or the best on the validation split."""
+  default = {"lr": rc.probe.lr, "epochs": rc.probe.epochs, "weight_decay": rc.probe.weight_decay}
+  if not rc.probe.select:
+    return default
+  grid = {"lr": [rc.probe.lr, 3 * rc.probe.lr, 10 * rc.probe.lr],
+          "epochs": [rc.probe.epochs, 3 * rc.probe.epochs],
+          "weight_decay": [rc.probe.weight_decay]}
+  best, acc = probe.select(train_feats, train_labels, val_feats, val_labels, num_classes,
+                           grid=grid, seed=rc.seed, batch_size=rc.probe.batch_size)
+  logging.info("probe hyperparameters chosen on validation: %s (val top-1 %.2f)", best, acc)
+  return best
+
+
+def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
+  """Top-1 accuracy in percent of `[N, C]` logits."""
+  return float(100 * np.mean(np.argmax(logits, -1) == labels))
+
+
+def _resolution(config) -> dict:
+  return {"resolution": config.teacher.resolution} if config.teacher.resolution else {}
+
+
+def _merge_metrics(workdir: str, names: list[str]) -> int:
+  """Concatenates the experiments' metrics lines into `<workdir>/metrics.jsonl`."""
+  lines = []
+  for name in names:
+    for path in sorted(glob.glob(os.path.join(workdir, name, "**", "metrics.jsonl"),
+                                 recursive=True)):
+      for row in report.read_metrics(path):
+        lines.append(json.dumps(dict(row, experiment=name), sort_keys=True))
+  report.atomic_write(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for l in lines))
+  return len(lines)
