@@ -49,9 +49,8 @@ def train_baseline(config, workdir: str, *, mesh, train_source, num_classes: int
   """Fine-tunes the pretrained encoder + a new head; returns `(model, variables)`."""
   bc = config.baseline
   sharding.check_batch_size(bc.batch_size, mesh, "baseline.batch_size")
-  model, variables = models.load(config.teacher.name, pretrained=True, head="logits",
-                                 weights=config.teacher.weights or None,
-                                 num_classes=num_classes, **_encoder_kwargs(config))
+  model, variables = models.load_from_config(config.teacher, head="logits",
+                                             num_classes=num_classes)
   total = steps_for(config, len(train_source))
   # A constant schedule does not depend on the length of training: label fractions then share
   # one compiled step.
@@ -92,7 +91,3 @@ def _jitted_step(model, corruption, optim: tuple, mesh):
   """One compiled step per (model, operator, optimiser, mesh), reused across label fractions."""
   return sharding.jit_data_parallel(make_step(model, corruption, _optimizer(*optim)[1]), mesh,
                                     num_args=3, batch_argnums=(1,))
-
-
-def _encoder_kwargs(config) -> dict:
-  return {"resolution": config.teacher.resolution} if config.teacher.resolution else {}

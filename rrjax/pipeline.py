@@ -60,9 +60,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   timer.add("data", t)
 
   t = time.perf_counter()
-  teacher, teacher_vars = models.load(config.teacher.name, pretrained=True, head="embed",
-                                      weights=config.teacher.weights or None,
-                                      **_resolution(config))
+  teacher, teacher_vars = models.load_from_config(config.teacher, head="embed")
   features = lambda module, variables, split, op=None, key=None: probe.extract_features(
       module, variables, arrays[split][0], corruption=op, key=key,
       batch_size=config.eval.batch_size, mesh=mesh)
@@ -175,7 +173,7 @@ def _student(rc, teacher, teacher_vars):
   if not rc.student.name or rc.student.name == rc.teacher.name:
     return teacher, jax.tree.map(np.array, teacher_vars)
   return models.load(rc.student.name, pretrained=False, head="embed", seed=rc.seed,
-                     **_resolution(rc))
+                     **({"resolution": rc.teacher.resolution} if rc.teacher.resolution else {}))
 
 
 def _select(rc, train_feats, train_labels, val_feats, val_labels, num_classes) -> dict:
@@ -195,10 +193,6 @@ def _select(rc, train_feats, train_labels, val_feats, val_labels, num_classes) -
 def _top1(logits: np.ndarray, labels: np.ndarray) -> float:
   """Top-1 accuracy in percent of `[N, C]` logits."""
   return float(100 * np.mean(np.argmax(logits, -1) == labels))
-
-
-def _resolution(config) -> dict:
-  return {"resolution": config.teacher.resolution} if config.teacher.resolution else {}
 
 
 def _merge_metrics(workdir: str, names: list[str]) -> int:

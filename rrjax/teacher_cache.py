@@ -34,19 +34,22 @@ def embeddings(config, teacher, teacher_vars, source, mesh) -> np.ndarray:
   if os.path.exists(path):
     logging.info("teacher cache: reading %s", path)
     return np.load(path, allow_pickle=False)
-  batch_size = config.eval.batch_size
-  sharding.check_batch_size(batch_size, mesh, "eval.batch_size")
-  apply = jax.jit(lambda v, x: teacher.apply(v, x, train=False),
-                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
-  variables = sharding.replicate(teacher_vars, mesh)
-  parts = []
-  for batch in data.batches(source, batch_size, train=False, seed=config.seed):
-    out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
-    parts.append(np.asarray(jax.device_get(out))[batch["mask"]])
-  result = np.concatenate(parts).astype(np.float32)
-  os.makedirs(directory, exist_ok=True)
+  result = compute(teacher, teacher_vars, source, mesh, config.eval.batch_size)
   buffer = io.BytesIO()
   np.save(buffer, result, allow_pickle=False)
   report.atomic_write(path, buffer.getvalue())
   logging.info("teacher cache: wrote %s %s", path, result.shape)
   return result
+
+
+def compute(teacher, teacher_vars, source, mesh, batch_size: int) -> np.ndarray:
+  """`[len(source), D]` float32 teacher embeddings of the eval views, batch-sharded on `mesh`."""
+  sharding.check_batch_size(batch_size, mesh, "eval.batch_size")
+  apply = jax.jit(lambda v, x: teacher.apply(v, x, train=False),
+                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
+  variables = sharding.replicate(teacher_vars, mesh)
+  parts = []
+  for batch in data.batches(source, batch_size, train=False, seed=0):
+    out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
+    parts.append(np.asarray(jax.device_get(out))[batch["mask"]])
+  return np.concatenate(parts).astype(np.float32)

@@ -81,4 +81,18 @@ def load(name: str, pretrained: bool = True, head: str = "embed", *, weights: st
 
 def _import_builtin():
   # Importing the family modules runs their @register decorators.
-  from rrjax.models import efficientnet, resnet  # noqa: F401
+  from rrjax.models import efficientnet, resnet, tiny  # noqa: F401
+
+
+def load_from_config(section, head: str = "embed", **kwargs):
+  """The encoder of a config section with fields `name`, `weights`, `resolution`.
+
+  `weights`: "" for the packaged or published weights, "random" for a random initialisation
+  (tests and smoke runs), else a path to a weights file or directory.
+  """
+  if section.resolution:
+    kwargs.setdefault("resolution", section.resolution)
+  if section.weights == "random":
+    return load(section.name, pretrained=False, head=head, **kwargs)
+  return load(section.name, pretrained=True, head=head, weights=section.weights or None,
+              **kwargs)

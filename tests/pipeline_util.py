@@ -1,0 +1,54 @@
+"""Helpers for pipeline tests: a tiny image folder and a tiny-encoder config."""
+
+import importlib.util
+import os
+
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name: str, arg: str | None = None):
+  """`get_config(arg)` of `configs/<name>.py`, imported by path as `--config` does."""
+  spec = importlib.util.spec_from_file_location(f"config_{name}",
+                                                os.path.join(REPO, "configs", f"{name}.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(arg)
+
+
+def make_folder(root, classes=3, per_class=48, test_per_class=12, size=16, seed=0) -> str:
+  """`root/{train,test}/<class>/*.png`: class c is a bright square in corner c plus noise."""
+  rng = np.random.default_rng(seed)
+  for split, n in (("train", per_class), ("test", test_per_class)):
+    for c in range(classes):
+      folder = os.path.join(root, split, f"class{c}")
+      os.makedirs(folder, exist_ok=True)
+      for i in range(n):
+        image = rng.integers(0, 80, (size, size, 3), dtype=np.uint8)
+        y, x = divmod(c, 2)
+        image[y * size // 2:(y + 1) * size // 2, x * size // 2:(x + 1) * size // 2] += 150
+        Image.fromarray(image).save(os.path.join(folder, f"{i:03d}.png"))
+  return str(root)
+
+
+def tiny_config(folder: str):
+  """The demo's smoke config on `tiny_cnn` (random init) and an image folder."""
+  c = load_config("demo", "smoke")
+  c.teacher.name = "tiny_cnn"
+  c.teacher.weights = "random"
+  c.teacher.resolution = 16
+  c.data.name = f"imagefolder:{folder}"
+  c.data.train_split = "train[:120]"
+  c.data.val_split = "train[120:]"
+  c.data.test_split = "test"
+  c.data.crop_scale = (0.5, 1.0)
+  c.train.batch_size = 16
+  c.train.steps = 4
+  c.train.checkpoint_every = 2
+  c.eval.batch_size = 32
+  c.baseline.batch_size = 16
+  c.experiments = [{"name": "mask", "train.corruption": "mask(0.5)",
+                    "eval.corruptions": ["mask(0.5)", "mask(0.9)"]}]
+  return c
