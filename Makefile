@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-slow bench-depthwise clean
+.PHONY: setup test test-slow demo smoke bench-depthwise clean
 
 setup: $(VENV)/.installed
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -24,6 +24,14 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 
 test: setup
 	$(PY) -m pytest -q
+
+# The embedded default: EfficientNet-Lite0 + Fashion-MNIST, offline (see README).
+demo: setup
+	$(PY) -m rrjax.main --config=configs/demo.py --workdir=runs/demo
+	@cat runs/demo/report.md
+
+smoke: setup
+	$(PY) -m rrjax.main --config=configs/demo.py:smoke --workdir=runs/smoke
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow

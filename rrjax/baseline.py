@@ -11,7 +11,6 @@ import os
 
 import jax
 import optax
-from absl import logging
 
 from rrjax import corruptions, data, loop, models, sharding
 from rrjax.checkpoint import Checkpointer
@@ -59,11 +58,7 @@ def train_baseline(config, workdir: str, *, mesh, train_source, num_classes: int
   schedule, tx = _optimizer(*optim)
   state = TrainState.create(variables, tx)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  restored = checkpointer.restore_latest(state)
-  if restored is not None:
-    logging.info("baseline: resuming from checkpoint step %d", int(restored.step))
-    state = restored
-  state = sharding.replicate(state, mesh)
+  state = sharding.replicate(checkpointer.restore_or(state, "baseline"), mesh)
   start = int(jax.device_get(state.step))
   step_fn = _jitted_step(model, corruptions.build(config.train.corruption), optim, mesh)
   key = jax.random.fold_in(jax.random.key(config.seed), 2)

@@ -8,6 +8,7 @@ import os
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from rrjax.train_state import TrainState
 
@@ -38,6 +39,14 @@ class Checkpointer:
       return None
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
     return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+
+  def restore_or(self, state: TrainState, name: str) -> TrainState:
+    """The newest checkpoint if there is one (logged as a resume), else `state`."""
+    restored = self.restore_latest(state)
+    if restored is None:
+      return state
+    logging.info("%s: resuming from checkpoint step %d", name, int(restored.step))
+    return restored
 
   def close(self) -> None:
     self._manager.close()

@@ -53,6 +53,7 @@ def _validate_one(c) -> None:
   _int(c, "probe.epochs", 1)
   _int(c, "probe.batch_size", 1)
   _int(c, "probe.feature_draws", 1)
+  _int(c, "probe.min_steps", 0)
   _positive(c, "baseline.lr")
   _int(c, "baseline.batch_size", 1)
   _int(c, "baseline.max_steps", 0)

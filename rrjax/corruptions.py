@@ -124,10 +124,16 @@ def _per_image_uniform(key: jax.Array, batch_size: int, lo: float, hi: float) ->
   return jax.vmap(draw)(_image_keys(key, 0, batch_size))
 
 
-def _set_floats(op, *names: str):
+def _init_range(op, what: str, valid, requirement: str) -> None:
+  """Fills `op.hi` for a fixed value, makes lo/hi floats, checks both and their order."""
   # Frozen dataclasses: normalise ints to floats so the canonical spec formats one way.
-  for field in names:
-    object.__setattr__(op, field, float(getattr(op, field)))
+  object.__setattr__(op, "lo", float(op.lo))
+  object.__setattr__(op, "hi", op.lo if op.hi is None else float(op.hi))
+  for value in (op.lo, op.hi):
+    if not valid(value):
+      raise ValueError(f"{what} {_fmt(value)} {requirement}")
+  if op.lo > op.hi:
+    raise ValueError(f"{what} range lo {_fmt(op.lo)} > hi {_fmt(op.hi)}")
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -140,14 +146,7 @@ class Mask(Operator):
   hi: float | None = None
 
   def __post_init__(self):
-    if self.hi is None:
-      object.__setattr__(self, "hi", self.lo)
-    _set_floats(self, "lo", "hi")
-    for p in (self.lo, self.hi):
-      if not 0 <= p <= 1:
-        raise ValueError(f"mask fraction {_fmt(p)} not in [0, 1]")
-    if self.lo > self.hi:
-      raise ValueError(f"mask range lo {_fmt(self.lo)} > hi {_fmt(self.hi)}")
+    _init_range(self, "mask fraction", lambda p: 0 <= p <= 1, "not in [0, 1]")
 
   def __str__(self) -> str:
     return f"mask({_value_or_range(self.lo, self.hi)})"
@@ -187,14 +186,7 @@ class Noise(Operator):
   hi: float | None = None
 
   def __post_init__(self):
-    if self.hi is None:
-      object.__setattr__(self, "hi", self.lo)
-    _set_floats(self, "lo", "hi")
-    for sigma in (self.lo, self.hi):
-      if not 0 <= sigma < math.inf:
-        raise ValueError(f"noise sigma {_fmt(sigma)} not a finite number >= 0")
-    if self.lo > self.hi:
-      raise ValueError(f"noise range lo {_fmt(self.lo)} > hi {_fmt(self.hi)}")
+    _init_range(self, "noise sigma", lambda v: 0 <= v < math.inf, "not a finite number >= 0")
 
   def __str__(self) -> str:
     return f"noise({_value_or_range(self.lo, self.hi)})"
@@ -224,17 +216,10 @@ class Blur(Operator):
   hi: float | None = None
 
   def __post_init__(self):
-    if self.hi is None:
-      object.__setattr__(self, "hi", self.lo)
     if not (float(self.n).is_integer() and self.n >= 1 and self.n % 2 == 1):
       raise ValueError(f"blur kernel size {_fmt(self.n)} not an odd integer >= 1")
     object.__setattr__(self, "n", int(self.n))
-    _set_floats(self, "lo", "hi")
-    for sigma in (self.lo, self.hi):
-      if not 0 < sigma < math.inf:
-        raise ValueError(f"blur sigma {_fmt(sigma)} not a finite number > 0")
-    if self.lo > self.hi:
-      raise ValueError(f"blur sigma range lo {_fmt(self.lo)} > hi {_fmt(self.hi)}")
+    _init_range(self, "blur sigma", lambda v: 0 < v < math.inf, "not a finite number > 0")
 
   def __str__(self) -> str:
     return f"blur({self.n},{_value_or_range(self.lo, self.hi)})"

@@ -104,9 +104,8 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
     hparams = _select(rc, train_feats, labels["train"],
                       features(module, variables, "val", op_train, jax.random.key(rc.seed + 1)),
                       labels["val"], num_classes)
-    probes = {f: probe.fit([x[subsets[f]] for x in train_feats], labels["train"][subsets[f]],
-                           num_classes, seed=rc.seed, batch_size=rc.probe.batch_size, **hparams)
-              for f in fractions}
+    probes = {f: _fit(rc, [x[subsets[f]] for x in train_feats], labels["train"][subsets[f]],
+                      num_classes, hparams) for f in fractions}
     timer.add("probe", t)
     t = time.perf_counter()
     out = []
@@ -127,8 +126,8 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
   hparams = _select(rc, [clean["train"]], labels["train"], clean["val"], labels["val"],
                     num_classes)
   for f in fractions:
-    p = probe.fit([clean["train"][subsets[f]]], labels["train"][subsets[f]], num_classes,
-                  seed=rc.seed, batch_size=rc.probe.batch_size, **hparams)
+    p = _fit(rc, [clean["train"][subsets[f]]], labels["train"][subsets[f]], num_classes,
+             hparams)
     acc = probe.accuracy(p, clean["test"], labels["test"])
     rows.append(dict(base, method="teacher_clean", eval_corruption="identity",
                      label_fraction=f, probe=hparams, **evaluate.summarize([acc])))
@@ -174,6 +173,18 @@ def _student(rc, teacher, teacher_vars):
     return teacher, jax.tree.map(np.array, teacher_vars)
   return models.load(rc.student.name, pretrained=False, head="embed", seed=rc.seed,
                      **({"resolution": rc.teacher.resolution} if rc.teacher.resolution else {}))
+
+
+def _fit(rc, feats, labels, num_classes, hparams) -> probe.Probe:
+  """A probe with `hparams`, trained for at least `probe.min_steps` optimiser steps.
+
+  Epoch counts chosen on the full training set would give a 1%-label probe only a handful of
+  updates; the floor keeps small label fractions from being under-trained.
+  """
+  steps_per_epoch = -(-len(labels) // rc.probe.batch_size)
+  epochs = max(hparams["epochs"], -(-rc.probe.min_steps // steps_per_epoch))
+  return probe.fit(feats, labels, num_classes, seed=rc.seed, batch_size=rc.probe.batch_size,
+                   **dict(hparams, epochs=epochs))
 
 
 def _select(rc, train_feats, train_labels, val_feats, val_labels, num_classes) -> dict:

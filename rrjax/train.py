@@ -3,7 +3,6 @@
 import os
 
 import jax
-from absl import logging
 
 from rrjax import corruptions, data, loop, sharding, step as step_lib, teacher_cache
 from rrjax.checkpoint import Checkpointer
@@ -32,11 +31,7 @@ def train_student(config, workdir: str, *, mesh, teacher, teacher_vars, student,
   tx = make_optimizer(tc.optimizer, schedule, tc.weight_decay)
   state = TrainState.create(student_vars, tx)
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  restored = checkpointer.restore_latest(state)
-  if restored is not None:
-    logging.info("student: resuming from checkpoint step %d", int(restored.step))
-    state = restored
-  state = sharding.replicate(state, mesh)
+  state = sharding.replicate(checkpointer.restore_or(state, "student"), mesh)
   start = int(jax.device_get(state.step))
 
   cached = tc.teacher == "cache"
