@@ -8,6 +8,7 @@ rows teacher_clean, teacher_corrupted, ours and baseline at label fractions 1%, 
 
   make demo            # = python -m rrjax.main --config=configs/demo.py --workdir=runs/demo
   python -m rrjax.main --config=configs/demo.py:smoke --workdir=/tmp/smoke   # < 1 minute
+  python -m rrjax.main --config=configs/demo.py:validate ...   # scores on the validation split
 
 Cost: see README ("The embedded default") for the measured wall time on 2 CPU cores.
 """
@@ -54,12 +55,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.train.checkpoint_every = 100
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.corruptions = ["mask(0.9)"]
+  c.eval.corruptions = ("mask(0.9)",)
   c.eval.draws = 3
   c.eval.batch_size = 32        # Fastest forward batch on 2 CPU cores (measured).
 
   c.probe = ml_collections.ConfigDict()
-  c.probe.label_fractions = [0.01, 0.1, 1.0]
+  c.probe.label_fractions = (0.01, 0.1, 1.0)
   c.probe.lr = 1e-3
   c.probe.epochs = 10
   c.probe.min_steps = 100         # Floor on optimiser steps, for small label fractions.
@@ -81,17 +82,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1                # Devices on the data axis; -1: all.
 
-  c.stages = ["train", "probe", "baseline", "evaluate"]
+  c.stages = ("train", "probe", "baseline", "evaluate")
   # Sub-runs, each a set of overrides of the fields above; results are merged into one report.
   c.experiments = [
-      {"name": "mask90", "train.corruption": "mask(0.9)", "eval.corruptions": ["mask(0.9)"]},
-      {"name": "noise05", "train.corruption": "noise(0.5)", "eval.corruptions": ["noise(0.5)"]},
+      {"name": "mask90", "train.corruption": "mask(0.9)", "eval.corruptions": ("mask(0.9)",)},
+      {"name": "noise05", "train.corruption": "noise(0.5)", "eval.corruptions": ("noise(0.5)",)},
   ]
 
   if arg == "smoke":
     # One operator and two fractions: the same code path, compiled once per step kind.
     c.experiments = c.experiments[:1]
-    c.probe.label_fractions = [0.1, 1.0]
+    c.probe.label_fractions = (0.1, 1.0)
     c.teacher.resolution = 32
     c.data.train_split = "train[:256]"
     c.data.val_split = "train[256:320]"
@@ -106,6 +107,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     c.baseline.max_steps = 2
     c.baseline.batch_size = 16
     c.baseline.log_every = 1
+  elif arg == "validate":
+    # Hyperparameter selection: the same run, scored on the validation split, never the test.
+    c.data.test_split = c.data.val_split
   elif arg:
-    raise ValueError(f"configs/demo.py: unknown argument {arg!r}; allowed: smoke")
+    raise ValueError(f"configs/demo.py: unknown argument {arg!r}; allowed: smoke, validate")
   return c

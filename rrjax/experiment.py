@@ -47,4 +47,6 @@ def _set(config, path: str, value, where: str) -> None:
     node = node[p]
   if leaf not in node:
     raise ValueError(f"{where}: config has no field {path!r}")
+  if isinstance(node[leaf], tuple) and isinstance(value, list):
+    value = tuple(value)  # Sequence fields are tuples, so flags can override them.
   node[leaf] = value

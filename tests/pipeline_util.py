@@ -50,5 +50,5 @@ def tiny_config(folder: str):
   c.eval.batch_size = 32
   c.baseline.batch_size = 16
   c.experiments = [{"name": "mask", "train.corruption": "mask(0.5)",
-                    "eval.corruptions": ["mask(0.5)", "mask(0.9)"]}]
+                    "eval.corruptions": ("mask(0.5)", "mask(0.9)")}]
   return c

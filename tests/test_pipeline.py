@@ -132,9 +132,9 @@ def test_teacher_in_step_and_cache_agree_without_augmentation(folder, tmp_path):
     ("teacher.name", "vgg", r"config\.teacher\.name"),
     ("train.batch_size", 0, r"config\.train\.batch_size"),
     ("eval.draws", 0, r"config\.eval\.draws"),
-    ("probe.label_fractions", [0.0, 1.0], r"config\.probe\.label_fractions"),
-    ("probe.label_fractions", [1.5], r"config\.probe\.label_fractions"),
-    ("stages", ["train", "fly"], r"config\.stages"),
+    ("probe.label_fractions", (0.0, 1.0), r"config\.probe\.label_fractions"),
+    ("probe.label_fractions", (1.5,), r"config\.probe\.label_fractions"),
+    ("stages", ("train", "fly"), r"config\.stages"),
     ("train.teacher", "sometimes", r"config\.train\.teacher"),
 ])
 def test_invalid_config_fails_before_compute_naming_the_field(path, value, match):
@@ -148,7 +148,7 @@ def test_invalid_config_fails_before_compute_naming_the_field(path, value, match
 
 def test_invalid_experiment_override_names_the_entry():
   c = pipeline_util.load_config("demo")
-  c.experiments = [{"name": "x", "eval.corruptions": ["blur(4,1)"]}]
+  c.experiments = [{"name": "x", "eval.corruptions": ("blur(4,1)",)}]
   with pytest.raises(ValueError, match=r"config\.eval\.corruptions\[0\].*odd"):
     configuration.validate(c)
   c.experiments = [{"name": "x", "train.nope": 1}]

@@ -15,6 +15,7 @@ registry stays open for later families (CLIP towers).
 """
 
 import dataclasses
+import importlib
 from typing import Any, Callable
 
 _REGISTRY: dict[str, "Entry"] = {}
@@ -40,17 +41,24 @@ def register(name: str, *, native_resolution: int, embed_dim: int, has_pretraine
   return deco
 
 
+# Families whose import is heavy (transformers) are imported when one of their names is used.
+_LAZY = {"clip_vit_b32": "clip_vit", "clip_vit_b16": "clip_vit", "clip_vit_l14": "clip_vit",
+         "clip_rn50": "clip_resnet", "clip_rn101": "clip_resnet"}
+
+
 def names() -> list[str]:
   """All registered encoder names, sorted."""
   _import_builtin()
-  return sorted(_REGISTRY)
+  return sorted(set(_REGISTRY) | set(_LAZY))
 
 
 def info(name: str) -> Entry:
   """The registry entry (native resolution, embedding size) of `name`."""
   _import_builtin()
+  if name not in _REGISTRY and name in _LAZY:
+    importlib.import_module(f"rrjax.models.{_LAZY[name]}")
   if name not in _REGISTRY:
-    raise ValueError(f"unknown encoder {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+    raise ValueError(f"unknown encoder {name!r}; known: {', '.join(names())}")
   return _REGISTRY[name]
 
 

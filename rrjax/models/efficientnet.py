@@ -239,8 +239,8 @@ def build(pretrained: bool, head: str, weights: str | None = None, **kwargs):
 
   Returns:
     `(module, variables)`. With pretrained weights, `head="logits"` and a `num_classes` other
-    than the checkpoint's (1000) the backbone is pretrained and the classifier is freshly
-    initialised from `seed`, for fine-tuning baselines.
+    than the checkpoint's (1000) the backbone is pretrained and the classifier is new,
+    zero-initialised, for fine-tuning baselines.
   """
   unknown = sorted(set(kwargs) - set(_OPTIONS))
   if unknown:
@@ -260,7 +260,9 @@ def build(pretrained: bool, head: str, weights: str | None = None, **kwargs):
   classifier = variables["params"].pop("fc")
   if head == "logits":
     if classifier["bias"].shape[0] != module.num_classes:
-      classifier = nn.Dense(module.num_classes, kernel_init=_dense_init).init(
-          key, jnp.zeros((1, HEAD_WIDTH)))["params"]
+      # A new head for fine-tuning starts at zero (as big_vision's head_zeroinit): the first
+      # updates then shape it from the pretrained features instead of undoing random logits.
+      classifier = {"kernel": jnp.zeros((HEAD_WIDTH, module.num_classes), jnp.float32),
+                    "bias": jnp.zeros((module.num_classes,), jnp.float32)}
     variables["params"]["fc"] = classifier
   return module, variables
