@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-slow demo smoke bench-depthwise clean
+.PHONY: setup test test-slow test-reference demo smoke bench-depthwise clean
 
 setup: $(VENV)/.installed
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -33,6 +33,24 @@ demo: setup
 smoke: setup
 	$(PY) -m rrjax.main --config=configs/demo.py:smoke --workdir=runs/smoke
 
+# Numerics against the PyTorch reference implementations (transformers' PyTorch CLIP,
+# open_clip's ModifiedResNet) in a separate venv: torch is never a dependency of rrjax.
+# torchvision is left out on purpose: PyPI's build does not import beside the CPU torch wheel.
+REF_VENV := .venv-ref
+$(REF_VENV)/.installed: setup.cfg pyproject.toml
+	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
+	$(REF_VENV)/bin/python -m pip install -q --upgrade pip
+	$(REF_VENV)/bin/python -m pip install -q torch==2.13.0 -e '.[test]'
+	$(REF_VENV)/bin/python -m pip install -q --no-deps open_clip_torch
+	touch $@
+
+# A skipped reference test (e.g. a missing package) fails the target: it proved nothing.
+test-reference: $(REF_VENV)/.installed
+	@$(REF_VENV)/bin/python -m pytest -q -rs -m reference > .reference.log 2>&1; \
+	  status=$$?; cat .reference.log; \
+	  if grep -q "skipped" .reference.log; then echo "reference tests were skipped"; exit 1; fi; \
+	  exit $$status
+
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
@@ -40,4 +58,4 @@ bench-depthwise: setup
 	$(PY) benchmarks/depthwise.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) $(REF_VENV) build *.egg-info

@@ -1,0 +1,279 @@
+"""CLIP ViT image towers (Radford et al., 2021) through transformers' Flax CLIP port.
+
+    module, variables = rrjax.models.load("clip_vit_b32", weights="/path/to/clip-vit-base-patch32")
+    emb = module.apply(variables, images)   # [B, H, W, 3] in [0, 1] -> image_embeds [B, 512]
+
+The port's linen modules are used as they are, inside an rrjax module that follows the encoder
+contract (resize and CLIP normalisation inside, `train` flag, `embed` / `logits` heads), so the
+tower composes with jit, grad and the TrainState like any other encoder.
+
+Layout: the port's *wrappers* (`FlaxCLIPModel.get_image_features`, `FlaxCLIPVisionModel`) take
+PyTorch-style NCHW `pixel_values` and transpose them to NHWC before calling their inner linen
+module, whose patch embedding is a channels-last `nn.Conv` (the PyTorch-to-Flax weight
+converter transposes the OIHW conv kernel to HWIO). The encoder here calls the inner modules,
+so `prepare`'s NHWC output goes in without a transpose.
+
+transformers has a PyTorch `CLIPVisionModelWithProjection` but no Flax one, so
+`VisionWithProjection` is its linen twin: the port's `FlaxCLIPVisionTransformer` as
+`vision_model` and a bias-free `visual_projection`, the names `FlaxCLIPModule` and the PyTorch
+state dicts use. Full CLIP checkpoints (the hub's, whose text tower is dropped on load) and
+vision-with-projection checkpoints, Flax or PyTorch, therefore load alike.
+
+Images of another size are resized bilinearly to the tower's fixed `image_size`; the hub's
+`CLIPImageProcessor` instead resizes bicubically and centre-crops, so feed square images when
+comparing with embeddings computed through it.
+"""
+
+import functools
+import os
+import types
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import safetensors
+from flax import traverse_util
+from transformers import AutoConfig, CLIPConfig, CLIPVisionConfig
+from transformers.modeling_flax_pytorch_utils import load_pytorch_checkpoint_in_flax_state_dict
+from transformers.models.clip.modeling_flax_clip import (FlaxCLIPVisionPreTrainedModel,
+                                                         FlaxCLIPVisionTransformer)
+
+from rrjax.models import register
+from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD, prepare
+
+HEADS = ("embed", "logits")
+
+# Published towers: hub checkpoint and CLIPVisionConfig fields (for random initialisations).
+HUB_NAMES = {
+    "clip_vit_b32": "openai/clip-vit-base-patch32",
+    "clip_vit_b16": "openai/clip-vit-base-patch16",
+    "clip_vit_l14": "openai/clip-vit-large-patch14",
+}
+ARCHS = {
+    "clip_vit_b32": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, patch_size=32, projection_dim=512),
+    "clip_vit_b16": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                         num_attention_heads=12, patch_size=16, projection_dim=512),
+    "clip_vit_l14": dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                         num_attention_heads=16, patch_size=14, projection_dim=768),
+}
+
+# The CLIPVisionConfig fields that define the computation. The encoder stores them as a tuple
+# rather than the config object: configs are unhashable, and modules are static jit arguments.
+_ARCH_FIELDS = ("hidden_size", "intermediate_size", "projection_dim", "num_hidden_layers",
+                "num_attention_heads", "num_channels", "image_size", "patch_size", "hidden_act",
+                "layer_norm_eps", "attention_dropout")
+
+
+class VisionWithProjection(nn.Module):
+  """The port's vision transformer + projection, PyTorch's `CLIPVisionModelWithProjection`.
+
+  Maps normalised NHWC pixels `[B, image_size, image_size, C]` to `image_embeds`
+  `[B, projection_dim]` (not normalised).
+  """
+  config: CLIPVisionConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.vision_model = FlaxCLIPVisionTransformer(self.config, dtype=self.dtype)
+    self.visual_projection = nn.Dense(self.config.projection_dim, use_bias=False,
+                                      dtype=self.dtype,
+                                      kernel_init=jax.nn.initializers.normal(0.02))
+
+  def __call__(self, pixel_values: jax.Array, deterministic: bool = True) -> jax.Array:
+    outputs = self.vision_model(pixel_values, deterministic=deterministic)
+    return self.visual_projection(outputs.pooler_output)
+
+
+class _FlaxVisionWithProjection(FlaxCLIPVisionPreTrainedModel):
+  """HF wrapper of `VisionWithProjection`, used only to load weights (`load_pretrained`)."""
+  module_class = VisionWithProjection
+
+
+class CLIPVisionEncoder(nn.Module):
+  """CLIP image tower: images `[B, H, W, 1|3]` in [0, 1] -> `[B, embed_dim]` or `[B, C]`.
+
+  Attributes:
+    arch: `(field, value)` pairs of the `CLIPVisionConfig` (see `arch_of`).
+    resolution: input size; must equal the config's `image_size`, which fixes the number of
+      position embeddings. Images of any size are resized to it.
+    head: "embed" for the projected `image_embeds`, "logits" for a fresh `Dense(num_classes)`
+      on them (fine-tuning baselines; CLIP has no classifier of its own).
+    num_classes: classifier width for `head="logits"`.
+    dtype: compute dtype; parameters and the returned output are float32.
+  """
+  arch: tuple[tuple[str, Any], ...]
+  resolution: int = 224
+  head: str = "embed"
+  num_classes: int = 0
+  dtype: Any = jnp.float32
+
+  def __post_init__(self):
+    super().__post_init__()
+    if self.head not in HEADS:
+      raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
+    if self.head == "logits" and self.num_classes < 1:
+      raise ValueError("CLIP towers have no classifier: head='logits' needs num_classes=<C> "
+                       "for a fresh Dense on the embedding")
+    image_size = dict(self.arch)["image_size"]
+    if self.resolution != image_size:
+      raise ValueError(f"this CLIP tower's position embeddings fix its input at "
+                       f"{image_size}x{image_size}: resolution must be {image_size}, got "
+                       f"{self.resolution} (inputs of any size are resized to it)")
+
+  @property
+  def config(self) -> CLIPVisionConfig:
+    return CLIPVisionConfig(**dict(self.arch))
+
+  @property
+  def embed_dim(self) -> int:
+    return dict(self.arch)["projection_dim"]
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    x = prepare(images, self.resolution, CLIP_MEAN, CLIP_STD).astype(self.dtype)
+    # NHWC as it is: the inner module is channels-last (only the HF wrappers take NCHW).
+    # CLIP has no BatchNorm; `train` only switches dropout, whose rates are 0 in CLIP.
+    x = VisionWithProjection(self.config, dtype=self.dtype, name="clip")(
+        x, deterministic=not train)
+    if self.head == "logits":
+      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
+    return x.astype(jnp.float32)
+
+
+def arch_of(config: CLIPVisionConfig) -> tuple[tuple[str, Any], ...]:
+  """The hashable `CLIPVisionEncoder.arch` of `config`."""
+  return tuple((field, getattr(config, field)) for field in _ARCH_FIELDS)
+
+
+def pytorch_weights_file(source: str) -> str | None:
+  """The PyTorch-format weights file of a local HF directory without Flax weights, else None.
+
+  PyTorch-format means a `.bin` state dict or a safetensors file written by PyTorch (whose
+  metadata says so); a hub name or a directory with Flax weights gives None.
+  """
+  if not os.path.isdir(source) or any(os.path.isfile(os.path.join(source, name)) for name in
+                                      ("flax_model.msgpack", "flax_model.msgpack.index.json")):
+    return None
+  path = os.path.join(source, "model.safetensors")
+  if os.path.isfile(path):
+    with safetensors.safe_open(path, framework="numpy") as f:
+      return path if (f.metadata() or {}).get("format") == "pt" else None
+  path = os.path.join(source, "pytorch_model.bin")
+  return path if os.path.isfile(path) else None
+
+
+def _weights_error(source: str, reason: str) -> OSError:
+  return OSError(f"could not load CLIP weights {source!r}: {reason}; pass "
+                 "config.teacher.weights=<local HF directory>")
+
+
+def load_pretrained(model_cls, source: str, config=None) -> tuple[Any, dict]:
+  """Float32 params of `model_cls` from a local HF directory or hub name, strictly.
+
+  Unlike `model_cls.from_pretrained`, weights the checkpoint lacks are an error rather than a
+  random initialisation, weights it has beyond the model's (e.g. the text tower of a full CLIP
+  checkpoint when loading the vision tower) are dropped, and nothing is initialised randomly.
+
+  PyTorch-format files (`pytorch_weights_file`) are converted by transformers' own converter,
+  called here rather than through `from_pretrained(from_pt=True)`, which needs the random
+  initialisation (it reads the target shapes from `model.params`). Safetensors files need no
+  torch, `.bin` files do.
+
+  Args:
+    model_cls: a transformers Flax model class, e.g. `FlaxCLIPModel`.
+    source: a local HF directory or a hub name.
+    config: the model config; default: the one of `source`.
+
+  Returns:
+    `(model, params)`: the uninitialised HF wrapper and its parameters.
+
+  Raises:
+    OSError: the weights could not be read, or lack some of the model's parameters.
+  """
+  try:
+    pt_file = pytorch_weights_file(source)
+    if pt_file is None:
+      model, params = model_cls.from_pretrained(source, config=config, _do_init=False)
+    else:
+      model = model_cls(config or model_cls.config_class.from_pretrained(source), _do_init=False)
+      shapes = types.SimpleNamespace(params=model.params_shape_tree,
+                                     base_model_prefix=model.base_model_prefix)
+      params = load_pytorch_checkpoint_in_flax_state_dict(shapes, pt_file, is_sharded=False)
+  except Exception as e:  # Any failure (missing files, network, torch) gets the same advice.
+    raise _weights_error(source, f"{type(e).__name__}: {e}") from e
+  flat = traverse_util.flatten_dict(params)
+  missing = model.required_params - set(flat)
+  if missing:
+    raise _weights_error(source, f"the checkpoint lacks {sorted('/'.join(k) for k in missing)[:5]}")
+  return model, traverse_util.unflatten_dict(
+      {k: jnp.asarray(flat[k], jnp.float32) for k in model.required_params})
+
+
+def load_vision_tower(source: str) -> tuple[CLIPVisionConfig, dict]:
+  """Vision config and `VisionWithProjection` params of a full CLIP or vision-only checkpoint."""
+  try:
+    config = AutoConfig.from_pretrained(source)
+  except Exception as e:
+    raise _weights_error(source, f"{type(e).__name__}: {e}") from e
+  if isinstance(config, CLIPConfig):
+    vision = config.vision_config
+    # The projection width is a field of the full config; the nested copy may be stale.
+    vision.projection_dim = config.projection_dim
+  elif isinstance(config, CLIPVisionConfig):
+    vision = config
+  else:
+    raise ValueError(f"{source!r} holds a {type(config).__name__}, not a CLIP checkpoint")
+  _, params = load_pretrained(_FlaxVisionWithProjection, source, config=vision)
+  return vision, params
+
+
+_OPTIONS = ("resolution", "num_classes", "dtype", "seed", "config")
+
+
+def _build(name: str, pretrained: bool, head: str, weights: str | None = None, **kwargs):
+  """Builds CLIP tower `name`; see `rrjax.models.load`.
+
+  Args:
+    name: a key of `HUB_NAMES`.
+    pretrained: load `weights`, or the hub checkpoint when `weights` is None (needs internet
+      or the HF cache); otherwise initialise randomly from `seed`.
+    head: "embed" or "logits" (needs `num_classes`; the classifier is fresh, from `seed`).
+    weights: a local HF directory or a hub name; loaded whenever given.
+    **kwargs: `resolution` (default: the config's `image_size`), `num_classes`, `dtype`
+      (float32), `seed` (0), and for random initialisations `config`: `CLIPVisionConfig`
+      fields overriding the published architecture's (tiny test towers).
+
+  Returns:
+    `(module, variables)` with variables `{"params": {"clip": ..., "fc"?: ...}}`.
+  """
+  unknown = sorted(set(kwargs) - set(_OPTIONS))
+  if unknown:
+    raise ValueError(f"unknown option(s) {unknown} for {name!r}; allowed: {', '.join(_OPTIONS)}")
+  source = weights if weights is not None else (HUB_NAMES[name] if pretrained else None)
+  if source is not None and "config" in kwargs:
+    raise ValueError("config= only shapes random initialisations; loaded weights bring their "
+                     "own config")
+  if source is None:
+    config = CLIPVisionConfig(**{**ARCHS[name], **kwargs.get("config", {})})
+  else:
+    config, params = load_vision_tower(os.fspath(source))
+  module = CLIPVisionEncoder(arch_of(config),
+                             resolution=kwargs.get("resolution", config.image_size), head=head,
+                             num_classes=kwargs.get("num_classes", 0),
+                             dtype=jnp.dtype(kwargs.get("dtype", jnp.float32)))
+  key = jax.random.key(kwargs.get("seed", 0))
+  if source is None:
+    dummy = jnp.zeros((1, module.resolution, module.resolution, 3), jnp.float32)
+    return module, jax.jit(functools.partial(module.init, train=False))(key, dummy)
+  variables = {"params": {"clip": params}}
+  if head == "logits":
+    variables["params"]["fc"] = nn.Dense(module.num_classes).init(
+        key, jnp.zeros((1, module.embed_dim)))["params"]
+  return module, variables
+
+
+for _name, _arch in ARCHS.items():
+  register(_name, native_resolution=224, embed_dim=_arch["projection_dim"],
+           has_pretrained=True)(functools.partial(_build, _name))
