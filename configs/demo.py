@@ -83,6 +83,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.mesh.data = -1                # Devices on the data axis; -1: all.
 
   c.stages = ("train", "probe", "baseline", "evaluate")
+  c.only = ""                     # Comma-separated experiment names to run; "": all.
   # Sub-runs, each a set of overrides of the fields above; results are merged into one report.
   c.experiments = [
       {"name": "mask90", "train.corruption": "mask(0.9)", "eval.corruptions": ("mask(0.9)",)},

@@ -3,7 +3,8 @@
     c.experiments = [{"name": "mask90", "train.corruption": "mask(0.9)",
                       "eval.corruptions": ["mask(0.9)"]}, ...]
 
-A config without experiments is one run named after its train corruption.
+A config without experiments is one run named after its train corruption. `config.only`
+("mask90,noise05") restricts a run to some of the experiments.
 """
 
 import re
@@ -16,6 +17,7 @@ def expand(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.
   entries = list(config.get("experiments") or [])
   if not entries:
     return [(slug(config.train.corruption), config)]
+  only = [n for n in config.get("only", "").split(",") if n]
   runs, seen = [], set()
   for i, entry in enumerate(entries):
     entry = dict(entry)
@@ -30,7 +32,11 @@ def expand(config: ml_collections.ConfigDict) -> list[tuple[str, ml_collections.
                        "digits, '_', '-' and '.'")
     seen.add(name)
     runs.append((name, sub))
-  return runs
+  unknown = sorted(set(only) - seen)
+  if unknown:
+    raise ValueError(f"config.only: no experiment named {unknown[0]!r}; names: "
+                     f"{', '.join(sorted(seen))}")
+  return [(n, sub) for n, sub in runs if not only or n in only]
 
 
 def slug(spec: str) -> str:
