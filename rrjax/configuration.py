@@ -1,13 +1,32 @@
-"""Checks a run's config before any compute; every error names the field.
+"""Checks a run's config and its workdir before any compute; every error names the field.
 
     rrjax.configuration.validate(config)   # ValueError("config.train.lr: must be > 0, got -1")
+    rrjax.configuration.claim_workdir(config, workdir)   # writes <workdir>/config.json
+
+A workdir belongs to one config: its checkpoints, metrics and results are that config's, and a
+rerun resumes from them. `claim_workdir` refuses a workdir whose outputs came from a config that
+differs in a field other than `RERUN_MAY_CHANGE`.
 """
 
+import json
 import numbers
+import os
+import tempfile
 
-from rrjax import corruptions, losses, models
+import jax
+
+from rrjax import corruptions, errors, losses, models, report
 
 STAGES = ("train", "probe", "baseline", "evaluate")
+CONFIG_FILE = "config.json"
+# Fields a rerun in the same workdir may change: none alters a number a run computes. How often
+# to log and checkpoint is bookkeeping; `stages` and `only` choose which stages and experiments
+# run, and each of those computes the same whether the others run or not. Everything else is
+# refused, `eval.batch_size` and `mesh.data` included: the eval corruption draws depend on the
+# batch size and the device count.
+RERUN_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "baseline.log_every", "stages",
+                    "only")
+_PROBE_PREFIX = ".rrjax-write-probe-"
 
 
 def validate(config) -> None:
@@ -15,6 +34,91 @@ def validate(config) -> None:
   from rrjax import experiment  # Sub-runs are validated with their overrides applied.
   for _, sub in experiment.expand(config):
     _validate_one(sub)
+
+
+def claim_workdir(config, workdir: str) -> None:
+  """Makes `workdir` this config's: checks it is writable and holds no other config's run.
+
+  Creates `workdir`, then writes `<workdir>/config.json` (the config as JSON). The config a
+  workdir's outputs came from is its config.json, else (runs older than config.json) the
+  config in its results.json. A workdir holding outputs of a config that differs in a field
+  not in `RERUN_MAY_CHANGE` is refused, and nothing in it is changed; one holding nothing but
+  config.json (an earlier start that failed before computing anything) is taken over.
+
+  Raises:
+    rrjax.errors.UserError: naming the workdir, and for another config the first differing
+      field with both values.
+  """
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    # Creating the directory can succeed where writing into it fails (a read-only mount, an
+    # existing directory of another user), so a file is written too.
+    fd, probe = tempfile.mkstemp(dir=workdir, prefix=_PROBE_PREFIX)
+    os.close(fd)
+    os.remove(probe)
+  except OSError as e:
+    raise errors.UserError(f"workdir {workdir}: cannot write there ({e.strerror or e}); pass a "
+                           "writable directory as --workdir") from e
+  current = report.to_python(config.to_dict())
+  stored, source = _stored_config(workdir)
+  if stored is not None and _has_outputs(workdir):
+    difference = _first_difference(stored, current, "")
+    if difference:
+      field, before, now = difference
+      raise errors.UserError(
+          f"workdir {workdir} holds a run of a different config ({source}): config.{field} "
+          f"was {before}, now {now}. Use a fresh --workdir, so that the two runs' checkpoints "
+          f"and results do not mix (fields a rerun may change: {', '.join(RERUN_MAY_CHANGE)})")
+  report.write_json(os.path.join(workdir, CONFIG_FILE), current)
+
+
+def _stored_config(workdir: str) -> tuple[dict | None, str]:
+  """The config of the run in `workdir` and the file it came from; `(None, "")` if none."""
+  for name, key in ((CONFIG_FILE, None), ("results.json", "config")):
+    path = os.path.join(workdir, name)
+    if not os.path.exists(path):
+      continue
+    try:
+      with open(path, encoding="utf-8") as f:
+        stored = json.load(f)
+      return (stored if key is None else stored[key]), path
+    except (ValueError, KeyError, TypeError) as e:
+      raise errors.UserError(f"workdir {workdir}: cannot read the config of its run from {path} "
+                             f"({type(e).__name__}: {e}); use a fresh --workdir") from e
+  return None, ""
+
+
+def _has_outputs(workdir: str) -> bool:
+  """Whether `workdir` holds any file but config.json (checkpoints, metrics, results)."""
+  for directory, _, files in os.walk(workdir):
+    if any(f != CONFIG_FILE or directory != workdir for f in files):
+      return True
+  return False
+
+
+def _first_difference(stored, current, path: str) -> tuple[str, str, str] | None:
+  """`(field, stored value, current value)` of the first field (sorted) that differs."""
+  if path in RERUN_MAY_CHANGE:
+    return None
+  if isinstance(stored, dict) and isinstance(current, dict):
+    for key in sorted(set(stored) | set(current)):
+      sub = f"{path}.{key}" if path else key
+      if key not in stored or key not in current:
+        return (sub, json.dumps(stored[key]) if key in stored else "absent",
+                json.dumps(current[key]) if key in current else "absent")
+      difference = _first_difference(stored[key], current[key], sub)
+      if difference:
+        return difference
+    return None
+  if isinstance(stored, list) and isinstance(current, list) and len(stored) == len(current):
+    for i, (a, b) in enumerate(zip(stored, current)):
+      difference = _first_difference(a, b, f"{path}[{i}]")
+      if difference:
+        return difference
+    return None
+  if stored != current:
+    return path, json.dumps(stored), json.dumps(current)
+  return None
 
 
 def _validate_one(c) -> None:
@@ -62,6 +166,16 @@ def _validate_one(c) -> None:
     raise ValueError(f"config.stages: unknown stage {unknown[0]!r}; allowed: {', '.join(STAGES)}")
   if not isinstance(c.mesh.data, int) or c.mesh.data == 0 or c.mesh.data < -1:
     raise ValueError(f"config.mesh.data: must be -1 (all devices) or >= 1, got {c.mesh.data!r}")
+  visible = jax.device_count()
+  if c.mesh.data > visible:
+    raise ValueError(f"config.mesh.data: {c.mesh.data} devices, but only {visible} are visible")
+  devices = visible if c.mesh.data == -1 else c.mesh.data
+  # Each device takes an equal slice of a global training batch (`sharding.check_batch_size`
+  # again, where the batches are made); checked here too, before hours of earlier stages.
+  for path in ("train.batch_size", "baseline.batch_size"):
+    if _get(c, path) % devices:
+      raise ValueError(f"config.{path}: {_get(c, path)} is not divisible by the {devices} "
+                       "devices of the mesh (config.mesh.data)")
 
 
 def _get(c, path):

@@ -1,15 +1,23 @@
 """The training loop shared by the student and the supervised baseline.
 
 Feeds global batches to a jitted step, logs progress (step/total, loss, images/s, ETA) and
-metrics lines, guards against non-finite losses, and checkpoints every N steps and at the end,
-so rerunning the same command resumes from the last checkpoint.
+metrics lines, guards against non-finite losses and parameters, and checkpoints every N steps
+and at the end, so rerunning the same command resumes from the last checkpoint.
+
+SIGTERM (how cluster and TPU preemption arrives) ends training cleanly: the step in flight
+completes, its state is checkpointed and `Preempted` is raised; `rrjax.main` turns that into
+exit status 143, and the same command resumes from that checkpoint.
 """
 
+import contextlib
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 from absl import logging
 from jax.sharding import Mesh
 
@@ -20,7 +28,20 @@ from rrjax.train_state import TrainState
 
 
 class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN or Inf loss; the last good checkpoint is kept."""
+  """Training produced a NaN or Inf loss or parameter; the last good checkpoint is kept."""
+
+
+class Preempted(BaseException):
+  """SIGTERM arrived during training; the state of `step` is checkpointed.
+
+  A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way up
+  mistakes the request to stop for an error and carries on.
+  """
+
+  def __init__(self, step: int):
+    super().__init__(f"preempted at step {step}; checkpoint saved; rerun the same command to "
+                     "resume")
+    self.step = step
 
 
 def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: str,
@@ -39,32 +60,86 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
     lr_at: the learning rate at a step, for the metrics lines.
     log_every, checkpoint_every: in steps (checkpoint_every 0: only at the end).
     fields: the batch entries the step consumes.
+
+  Raises:
+    NonFiniteLossError: a logged loss, or the state about to be checkpointed, is not finite.
+    Preempted: SIGTERM arrived; the current state was checkpointed first.
   """
   step = int(jax.device_get(state.step))
   if step >= total_steps:
     return state
   window_start, window_step = time.perf_counter(), step
-  for batch in batches:
-    batch = sharding.global_batch({k: batch[k] for k in fields}, mesh)
-    state, out = advance(state, batch)
-    step += 1
-    if step % log_every == 0 or step == total_steps:
-      out = jax.device_get(out)
-      loss = float(out["loss"])
-      if not math.isfinite(loss):
-        raise NonFiniteLossError(
-            f"{name}: loss is {loss} at step {step}; training stopped, the last good checkpoint "
-            f"(step {checkpointer.latest_step()}) is kept. Lower the learning rate?")
-      now = time.perf_counter()
-      speed = (step - window_step) * batch_size / max(now - window_start, 1e-9)
-      eta = (total_steps - step) * batch_size / max(speed, 1e-9)
-      logging.info("%s step %d/%d  loss %.4f  %.1f img/s  ETA %.0fs", name, step, total_steps,
-                   loss, speed, eta)
-      metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed)
-      window_start, window_step = now, step
-    if checkpoint_every and step % checkpoint_every == 0:
-      checkpointer.save(state)
-    if step >= total_steps:
-      break
-  checkpointer.save(state)
+  with _sigterm_received() as preempted:
+    for batch in batches:
+      batch = sharding.global_batch({k: batch[k] for k in fields}, mesh)
+      state, out = advance(state, batch)
+      step += 1
+      if step % log_every == 0 or step == total_steps:
+        out = jax.device_get(out)
+        loss = float(out["loss"])
+        if not math.isfinite(loss):
+          raise _non_finite(name, f"loss is {loss}", step, checkpointer)
+        now = time.perf_counter()
+        speed = (step - window_step) * batch_size / max(now - window_start, 1e-9)
+        eta = (total_steps - step) * batch_size / max(speed, 1e-9)
+        logging.info("%s step %d/%d  loss %.4f  %.1f img/s  ETA %.0fs", name, step,
+                     total_steps, loss, speed, eta)
+        metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed)
+        window_start, window_step = now, step
+      if preempted():
+        _save(checkpointer, state, name, step)
+        logging.warning("%s: SIGTERM at step %d/%d; checkpoint saved, stopping", name, step,
+                        total_steps)
+        raise Preempted(step)
+      if checkpoint_every and step % checkpoint_every == 0:
+        _save(checkpointer, state, name, step)
+      if step >= total_steps:
+        break
+  _save(checkpointer, state, name, step)
   return state
+
+
+@contextlib.contextmanager
+def _sigterm_received():
+  """Yields a function telling whether SIGTERM arrived since entry; restores the old handler.
+
+  Python delivers signals to the main thread only, so elsewhere (a loop run from a worker
+  thread) SIGTERM keeps its previous meaning and the function always says no.
+  """
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda: False
+    return
+  received = threading.Event()
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.set())
+  try:
+    yield received.is_set
+  finally:
+    # None: the previous handler was not set from Python; the default is the best stand-in.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """Whether no leaf of `tree` holds a NaN or Inf, as one compiled reduction."""
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _save(checkpointer: Checkpointer, state: TrainState, name: str, step: int) -> None:
+  """Checkpoints `state` unless it holds a NaN or Inf, so that every checkpoint is good.
+
+  The loss is checked only on logged steps, and it is computed before the step's update:
+  parameters that overflow in an update would otherwise be saved, and resuming would start
+  from them.
+  """
+  if not _all_finite((state.params, state.batch_stats)):
+    raise _non_finite(name, "the parameters are not finite", step, checkpointer)
+  checkpointer.save(state)
+
+
+def _non_finite(name: str, what: str, step: int,
+                checkpointer: Checkpointer) -> NonFiniteLossError:
+  latest = checkpointer.latest_step()
+  kept = ("no checkpoint was saved before it" if latest is None else
+          f"the last good checkpoint (step {latest}) is kept")
+  return NonFiniteLossError(f"{name}: {what} at step {step}; training stopped, {kept}. "
+                            "Lower the learning rate?")

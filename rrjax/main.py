@@ -4,18 +4,35 @@ r"""rrjax entry point.
   python -m rrjax.main --config=configs/demo.py:smoke --workdir=/tmp/smoke --config.train.lr=1e-3
 
 Rerunning the same command resumes from the last checkpoints in `--workdir`.
+
+Exit status: 0 when the run completed; 2 for a user error (a bad config, input file, weights
+file or workdir; a diverged training), printed as one line `rrjax: error: <message>` without a
+traceback (`--traceback` or RRJAX_TRACEBACK=1 shows it); 143 (128 + SIGTERM) when SIGTERM
+stopped training after saving a checkpoint. Other exceptions are bugs and keep their traceback.
 """
 
 import logging as std_logging
+import os
+import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rrjax import pipeline
+from rrjax import errors, loop, pipeline
+
+# What a user's config, files or paths raise; everything else is a programming error.
+# CheckpointError and UnsafeWeightsError (unreadable or unsafe weights) are ValueErrors.
+USER_ERRORS = (errors.UserError, ValueError, FileNotFoundError, FileExistsError,
+               NotADirectoryError, IsADirectoryError, PermissionError, loop.NonFiniteLossError)
+# The shell's status for a process ended by SIGTERM, which schedulers expect of a preemption.
+PREEMPTED_STATUS = 128 + 15
+USER_ERROR_STATUS = 2
 
 config_flags.DEFINE_config_file("config", None, "Python config file (and :argument).",
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.")
+flags.DEFINE_bool("traceback", False, "Show the traceback of user errors too (also: "
+                  "environment variable RRJAX_TRACEBACK=1).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -31,7 +48,19 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietCheckpointer())
-  pipeline.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  try:
+    pipeline.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+  except loop.Preempted as e:
+    _exit(PREEMPTED_STATUS, f"rrjax: {e}")
+  except USER_ERRORS as e:
+    if flags.FLAGS.traceback or os.environ.get("RRJAX_TRACEBACK", "") not in ("", "0"):
+      raise
+    _exit(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}")
+
+
+def _exit(status: int, message: str):
+  print(message, file=sys.stderr)
+  sys.exit(status)
 
 
 if __name__ == "__main__":

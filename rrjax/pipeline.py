@@ -44,7 +44,7 @@ class Timer:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs the stages of `config` into `workdir`; returns the results dict."""
   configuration.validate(config)
-  os.makedirs(workdir, exist_ok=True)
+  configuration.claim_workdir(config, workdir)
   timer = Timer()
   mesh = sharding.make_mesh(config.mesh.data)
   logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)

@@ -128,9 +128,9 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 class MetricsLog:
   """Appends one JSON line per `write(step=..., **fields)` to a metrics.jsonl file.
 
-  Opening it truncates the log to the lines with `step < resume_step` (all of them for a fresh
-  run, `resume_step=0`), so a run resumed from a checkpoint at step k rewrites steps >= k
-  instead of duplicating them. With `run` set, only that run's lines (field `run`) are
+  Opening it truncates the log to the lines with `step <= resume_step` (none for a fresh run,
+  `resume_step=0`): a run resumed from a checkpoint at step k has done steps 1..k, keeps their
+  lines and rewrites steps > k instead of duplicating them. With `run` set, only that run's lines (field `run`) are
   truncated and every line gets `run`, so several runs can share one file.
   """
 
@@ -140,7 +140,7 @@ class MetricsLog:
     kept = []
     for line, row in _metrics_lines(self.path):
       mine = run is None or row.get("run") == run
-      if not mine or row.get("step", math.inf) < resume_step:
+      if not mine or row.get("step", math.inf) <= resume_step:
         kept.append(line + "\n")
     atomic_write(self.path, "".join(kept))
     self._file = open(self.path, "a", encoding="utf-8")

@@ -2,6 +2,8 @@
 
 import importlib.util
 import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -52,3 +54,38 @@ def tiny_config(folder: str):
   c.experiments = [{"name": "mask", "train.corruption": "mask(0.5)",
                     "eval.corruptions": ("mask(0.5)", "mask(0.9)")}]
   return c
+
+
+def write_tiny_config_file(path, folder: str, *assignments: str) -> str:
+  """A `--config` file whose `get_config` is `tiny_config(folder)` with `assignments` applied.
+
+  Each assignment is a line of Python on the config `c`, e.g. `"c.train.steps = 100"`.
+  """
+  lines = ["from tests import pipeline_util", "", "",
+           "def get_config(arg=None):",
+           "  del arg",
+           f"  c = pipeline_util.tiny_config({folder!r})",
+           *(f"  {line}" for line in assignments),
+           "  return c"]
+  with open(path, "w", encoding="utf-8") as f:
+    f.write("\n".join(lines) + "\n")
+  return os.fspath(path)
+
+
+def main_command(config_path: str, workdir: str, *flags: str) -> list[str]:
+  """`python -m rrjax.main --config=... --workdir=... flags...` with this interpreter."""
+  return [sys.executable, "-m", "rrjax.main", f"--config={config_path}", f"--workdir={workdir}",
+          *flags]
+
+
+def main_env(**extra: str) -> dict[str, str]:
+  """The environment for `main_command`: this repo importable (tests too), CPU only."""
+  pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
+  return dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu", **extra)
+
+
+def run_main(config_path: str, workdir: str, *flags: str,
+             timeout: float = 300) -> subprocess.CompletedProcess:
+  """Runs `rrjax.main` in a subprocess to completion; stdout and stderr captured as text."""
+  return subprocess.run(main_command(config_path, workdir, *flags), env=main_env(),
+                        capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)

@@ -92,9 +92,9 @@ def test_metrics_log_appends_and_resume_drops_later_steps(tmp_path):
   assert [m["step"] for m in report.read_metrics(path)] == [10, 20, 30, 40, 50]
   assert list(report.read_metrics(path)[0]) == ["step", "loss", "lr", "images_per_s"]
 
-  with report.MetricsLog(path, resume_step=30) as log:  # checkpoint at 30: 30.. rerun
-    log.write(step=30, loss=0.5)
-  assert [m["step"] for m in report.read_metrics(path)] == [10, 20, 30]
+  with report.MetricsLog(path, resume_step=30) as log:  # checkpoint at 30: 40.. rerun
+    log.write(step=40, loss=0.5)
+  assert [m["step"] for m in report.read_metrics(path)] == [10, 20, 30, 40]
   assert report.read_metrics(path)[-1]["loss"] == 0.5
 
   report.MetricsLog(path).close()  # a fresh run starts an empty log
@@ -108,7 +108,7 @@ def test_metrics_log_runs_share_a_file_and_torn_line_is_dropped(tmp_path):
   with open(path, "a") as f:
     f.write('{"step": 6, "lo')  # a crash in the middle of a write
   assert len(report.read_metrics(path)) == 10
-  with report.MetricsLog(path, resume_step=3, run="student[mask(0.9)]") as log:
+  with report.MetricsLog(path, resume_step=2, run="student[mask(0.9)]") as log:
     log.write(step=3, loss=1.0)
   rows = report.read_metrics(path)
   student = [m["step"] for m in rows if m["run"] == "student[mask(0.9)]"]

@@ -5,6 +5,9 @@ Names:
     builder in `fashion_mnist_local.py` (no download, no TensorFlow). Where it is not prepared
     yet and the IDX files are absent, TFDS's own "fashion_mnist" is used instead, with a warning.
   * "imagefolder:<dir>": a user's images, `<dir>/{train,test}/<class>/*` (`imagefolder.py`).
+  * "imagenet100", "imagenet100b", "imagenet100_labelshift": class subsets of TFDS imagenet2012
+    relabelled 0..99: the paper's ImageNet-100 (CMC classes), ImageNet-100B and the label-shift
+    set of its Table 3 (`imagenet_subsets.py`).
   * any other name: a TFDS dataset ("cifar10", "stl10", "imagenet2012", ...; `tfds_source.py`).
 """
 
@@ -12,6 +15,7 @@ from absl import logging
 
 from rrjax.data import fashion_mnist_local
 from rrjax.data import imagefolder
+from rrjax.data import imagenet_subsets
 from rrjax.data import source as source_lib
 from rrjax.data import tfds_source
 
@@ -50,4 +54,6 @@ def load(name: str, split: str, *, data_dir: str | None = None,
       tfds_source.prepare(builder, FASHION_MNIST_LOCAL)
     return tfds_source.TfdsSource(builder, name=FASHION_MNIST_LOCAL, split=split,
                                   image_size=image_size)
+  if name in imagenet_subsets.NAMES:
+    return imagenet_subsets.load(name, split, data_dir=data_dir, image_size=image_size)
   return tfds_source.load(name, split, data_dir=data_dir, image_size=image_size)

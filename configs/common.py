@@ -1,0 +1,200 @@
+"""The paper's setting, shared by its experiment configs (Jalal et al., NeurIPS 2021).
+
+Every paper config is `base()` (CLIP RN101 teacher and student on ImageNet-100, the paper's
+hyperparameters, with the details its authors' code fixes) plus its experiments: sub-runs
+given by `experiment(...)`. The Table 1 configs are `paper_config(corruption, name)`. A config
+file imports this module from its own folder:
+
+    import os, sys
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import common
+
+Paper setting, per experiment:
+  * student: Adam 3e-4 constant, batch 256, 25 epochs of ImageNet-100 (495 steps each), loss
+    `st`, tau 0.1; random-resized crop + flip, the same crop for the teacher and the student;
+  * probe: Adam 1e-3, 10 epochs, on corrupted training features, a fresh draw each epoch;
+    label fractions 10% and 100%; the paper's fixed hyperparameters (no selection);
+  * baseline: the pretrained encoder fine-tuned end to end, Adam 1e-3, batch 256 (64 x 4 GPUs),
+    25 epochs (50 for noise and blur);
+  * evaluation: the 5,000 validation images, 10 corruption draws (one for deterministic blur).
+The teacher is OpenAI's RN101 (`teacher.weights = ""`: `~/.cache/clip/RN101.pt`); the data is
+TFDS imagenet2012, prepared in the TFDS data dir (`--config.data.data_dir`) or its archives in
+`<data_dir>/downloads/manual/` (`rrjax/data/imagenet_subsets.py`).
+
+Cost. The pipeline holds each split's eval views in host memory as float32 (126,689 x 224 x
+224 x 3 x 4 bytes, about 76 GB for the training split), so a paper run needs a host with more
+than 80 GB of memory. Compute, estimated from FLOP counts (not measured): CLIP RN101 costs
+about 10 GMACs a 224 px image forward, so the student's 12,375 steps of 256 images (teacher
+forward, student forward and backward) are about 1.3e17 multiply-adds: 1 to 2 hours on one
+H100; the 25-epoch baseline about as much again, the 50-epoch one twice that; probes and
+evaluation (21 feature passes over the training split per experiment) about half an hour.
+
+Smoke variants (`<config>.py:smoke`): the first experiment of a config, with the first and
+last of its eval corruptions and label fractions, on `tiny_cnn` with random weights (40 px
+measurements, seen at 16 px), 2 training steps, 2 draws and tiny splits. Each runs offline in
+under a minute on 2 CPU cores, on the dataset named by the environment variable
+`RRJAX_SMOKE_DATA` (default "fashion_mnist_local"; the tests point it at a generated
+`imagefolder:<dir>`). The smoke splits ("train[:96]", "train[96:128]", "test[:32]") fit any
+dataset with at least 128 training and 32 test images.
+"""
+
+import os
+
+import ml_collections
+
+SMOKE_DATA_ENV = "RRJAX_SMOKE_DATA"
+SMOKE_DATA_DEFAULT = "fashion_mnist_local"
+
+BATCH_SIZE = 256
+# An epoch of ImageNet-100 (126,689 training images) at batch 256, counted as the paper does.
+STEPS_PER_EPOCH = 495
+EPOCHS = 25
+TRAIN_STEPS = EPOCHS * STEPS_PER_EPOCH
+# Label fractions of Table 1: "ours" and "ours, 10% labels".
+LABEL_FRACTIONS = (0.1, 1.0)
+
+
+def base() -> ml_collections.ConfigDict:
+  """Every field, at the paper's values; `experiments` is left to the caller."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.teacher = ml_collections.ConfigDict()
+  c.teacher.name = "clip_rn101"
+  c.teacher.weights = ""          # "" -> OpenAI's RN101.pt in ~/.cache/clip.
+  c.teacher.resolution = 224
+
+  c.student = ml_collections.ConfigDict()
+  c.student.name = ""             # The teacher's architecture, initialised from its weights.
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "imagenet100"
+  c.data.data_dir = ""            # "" -> TFDS's default data dir.
+  c.data.image_size = 0           # 0 -> 224, the measurement the operators act on.
+  c.data.train_split = "train"    # All 126,689 images, as in the paper.
+  # The paper's probe hyperparameters are fixed (probe.select False), so this split is only
+  # featurised, never used to choose anything; it overlaps the training split.
+  c.data.val_split = "train[:2%]"
+  c.data.test_split = "validation"  # The 5,000 ImageNet-100 validation images.
+  c.data.augment = True           # RandomResizedCrop(224) + flip, one crop for both views.
+  c.data.crop_scale = (0.08, 1.0)  # RandomResizedCrop's default scale range.
+
+  c.train = ml_collections.ConfigDict()
+  c.train.corruption = "mask(0.9)"
+  c.train.loss = "st"
+  c.train.temperature = 0.1
+  c.train.optimizer = "adam"
+  c.train.lr = 3e-4
+  # The authors' cosine schedule barely decayed and their weight decay was never passed.
+  c.train.schedule = "constant"
+  c.train.warmup_steps = 0
+  c.train.weight_decay = 0.0
+  c.train.batch_size = BATCH_SIZE
+  c.train.steps = TRAIN_STEPS
+  c.train.teacher = "step"        # Augmented views change every step: no teacher cache.
+  c.train.cache_dir = ""
+  c.train.log_every = 50
+  c.train.checkpoint_every = 1000
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.corruptions = ("mask(0.9)",)
+  c.eval.draws = 10
+  c.eval.batch_size = 256
+
+  c.probe = ml_collections.ConfigDict()
+  c.probe.label_fractions = LABEL_FRACTIONS
+  c.probe.lr = 1e-3
+  c.probe.epochs = 10
+  c.probe.min_steps = 0           # The paper's 10 epochs at every label fraction.
+  c.probe.batch_size = 256
+  c.probe.weight_decay = 0.0
+  c.probe.feature_draws = 10      # A fresh corruption draw for each of the 10 epochs.
+  c.probe.select = False
+
+  c.baseline = ml_collections.ConfigDict()
+  c.baseline.enabled = True
+  c.baseline.lr = 1e-3
+  c.baseline.schedule = "constant"
+  c.baseline.weight_decay = 0.0
+  c.baseline.batch_size = BATCH_SIZE
+  c.baseline.epochs = EPOCHS      # Experiments set 50 for noise and blur (`experiment`).
+  c.baseline.max_steps = 10**9    # No cap: the epochs decide.
+  c.baseline.log_every = 50
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1
+
+  c.stages = ("train", "probe", "baseline", "evaluate")
+  c.only = ""
+  c.experiments = []
+  return c
+
+
+def baseline_epochs(corruption: str) -> int:
+  """The paper trained the baseline 25 epochs on masked images, 50 on noisy or blurred ones."""
+  return EPOCHS if corruption.startswith("mask") else 2 * EPOCHS
+
+
+def experiment(name: str, train: str, evals: tuple[str, ...] | None = None,
+               extra: dict | None = None) -> dict:
+  """A sub-run trained on `train` and evaluated on `evals` (default: `train` itself).
+
+  `extra`: further overrides by dotted path, e.g. `{"train.loss": "ss"}`.
+  """
+  return {"name": name, "train.corruption": train, "eval.corruptions": tuple(evals or (train,)),
+          "baseline.epochs": baseline_epochs(train), **(extra or {})}
+
+
+def paper_config(corruption: str, name: str) -> ml_collections.ConfigDict:
+  """Table 1: one experiment `name`, trained and tested on `corruption`."""
+  c = base()
+  c.experiments = [experiment(name, corruption)]
+  return c
+
+
+def variant(c: ml_collections.ConfigDict, arg: str | None,
+            config_name: str) -> ml_collections.ConfigDict:
+  """`c` for `--config=configs/<config_name>.py[:arg]`: the run itself, or its smoke test."""
+  if not arg:
+    return c
+  if arg == "smoke":
+    return smoke(c)
+  raise ValueError(f"configs/{config_name}.py: unknown argument {arg!r}; allowed: smoke")
+
+
+def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The first experiment of `c`, shrunk to run offline in under a minute (module docstring)."""
+  c.experiments = c.experiments[:1]
+  for entry in c.experiments:
+    entry["eval.corruptions"] = _ends(entry["eval.corruptions"])
+  c.probe.label_fractions = _ends(c.probe.label_fractions)
+  c.teacher.name = "tiny_cnn"
+  c.teacher.weights = "random"
+  c.teacher.resolution = 16
+  c.data.name = os.environ.get(SMOKE_DATA_ENV) or SMOKE_DATA_DEFAULT
+  c.data.data_dir = ""
+  c.data.train_split = "train[:96]"
+  c.data.val_split = "train[96:128]"
+  c.data.test_split = "test[:32]"
+  # The operators act on the measurement: blur(37,9) reflect-pads by 18 px, so it must be wider.
+  c.data.image_size = 40
+  c.data.crop_scale = (0.5, 1.0)
+  c.train.batch_size = 16
+  c.train.steps = 2
+  c.train.log_every = 1
+  c.train.checkpoint_every = 2    # One save, at the end.
+  c.eval.draws = 2
+  c.eval.batch_size = 32
+  c.probe.epochs = 2
+  c.probe.feature_draws = 2
+  c.probe.batch_size = 32
+  c.baseline.batch_size = 16
+  c.baseline.max_steps = 2
+  c.baseline.log_every = 1
+  return c
+
+
+def _ends(grid) -> tuple:
+  """The first and last items of `grid`: they exercise every code path, and each eval
+  operator costs a compilation of its own."""
+  return tuple(dict.fromkeys((grid[0], grid[-1])))

@@ -1,0 +1,115 @@
+"""Every config in configs/: it loads, validates, documents its command, and its smoke runs."""
+
+import ast
+import glob
+import json
+import os
+
+import pytest
+from absl import flags
+
+from rrjax import configuration, experiment, pipeline
+from tests import pipeline_util
+
+# configs/common.py is the paper configs' shared builder, not a config.
+HELPERS = {"common"}
+CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
+                 for p in glob.glob(os.path.join(pipeline_util.REPO, "configs", "*.py")))
+CONFIGS = [n for n in CONFIGS if n not in HELPERS]
+PAPER = [n for n in CONFIGS if n != "demo"]
+METHODS = {"teacher_clean", "teacher_corrupted", "ours", "baseline"}
+
+
+def _module_docstring(name: str) -> str:
+  path = os.path.join(pipeline_util.REPO, "configs", f"{name}.py")
+  return ast.get_docstring(ast.parse(open(path, encoding="utf-8").read())) or ""
+
+
+def test_every_paper_experiment_has_a_config():
+  assert set(PAPER) >= {"mask50", "mask75", "mask90", "noise01", "noise03", "noise05",
+                        "blur21", "blur37", "labelfrac", "randmany", "noisemany",
+                        "lossablation", "crossop"}
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_config_loads_validates_and_documents_its_command(name):
+  for arg in (None, "smoke"):
+    configuration.validate(pipeline_util.load_config(name, arg))
+  assert f"python -m rrjax.main --config=configs/{name}.py" in _module_docstring(name)
+  with pytest.raises(ValueError, match="unknown argument"):
+    pipeline_util.load_config(name, "no_such_variant")
+
+
+def test_smoke_data_defaults_to_fashion_mnist_and_follows_the_environment(monkeypatch):
+  monkeypatch.delenv("RRJAX_SMOKE_DATA", raising=False)
+  assert pipeline_util.load_config("mask90", "smoke").data.name == "fashion_mnist_local"
+  monkeypatch.setenv("RRJAX_SMOKE_DATA", "imagefolder:/data/x")
+  assert pipeline_util.load_config("mask90", "smoke").data.name == "imagefolder:/data/x"
+
+
+@pytest.mark.parametrize("name", PAPER)
+def test_paper_configs_use_the_paper_setting(name):
+  c = pipeline_util.load_config(name)
+  assert (c.teacher.name, c.teacher.weights, c.teacher.resolution) == ("clip_rn101", "", 224)
+  assert (c.data.name, c.data.train_split, c.data.test_split) == (
+      "imagenet100", "train", "validation")
+  assert (c.train.optimizer, c.train.lr, c.train.schedule, c.train.weight_decay) == (
+      "adam", 3e-4, "constant", 0.0)
+  assert (c.train.batch_size, c.train.steps, c.train.temperature) == (256, 495 * 25, 0.1)
+  assert (c.probe.lr, c.probe.epochs, c.probe.select, c.eval.draws) == (1e-3, 10, False, 10)
+  assert (c.baseline.lr, c.baseline.batch_size) == (1e-3, 256)
+  for run_name, run in experiment.expand(c):
+    kind = run.train.corruption.split("(")[0]
+    assert run.baseline.epochs == (25 if kind == "mask" else 50), run_name
+
+
+def test_experiment_grids():
+  fractions = pipeline_util.load_config("labelfrac").probe.label_fractions
+  assert tuple(fractions) == (0.001, 0.01, 0.05, 0.1, 0.5, 1.0)
+  runs = dict(experiment.expand(pipeline_util.load_config("lossablation")))
+  assert {n: r.train.loss for n, r in runs.items()} == {
+      loss: loss for loss in ("st", "ss", "sum", "ntxent", "mse")}
+  assert all(r.train.corruption == "mask(0.5,0.95)" for r in runs.values())
+  (_, crossop), = experiment.expand(pipeline_util.load_config("crossop"))
+  assert {s.split("(")[0] for s in crossop.eval.corruptions} == {"mask", "noise", "blur"}
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  return pipeline_util.make_folder(tmp_path_factory.mktemp("images"))
+
+
+def _check_results(workdir: str, config):
+  results = json.load(open(os.path.join(workdir, "results.json")))
+  rows = results["rows"]
+  methods = set(METHODS)
+  if not config.baseline.enabled:
+    methods.discard("baseline")
+  assert {r["method"] for r in rows} == methods
+  (_, run), = experiment.expand(config)
+  evals = {r["eval_corruption"] for r in rows if r["method"] == "ours"}
+  assert len(evals) == len(run.eval.corruptions)
+  fractions = {r["label_fraction"] for r in rows if r["method"] == "ours"}
+  assert fractions == {float(f) for f in run.probe.label_fractions}
+
+
+def test_smoke_through_main(folder, tmp_path, monkeypatch):
+  """`python -m rrjax.main --config=configs/mask90.py:smoke`, in-process, on the tiny folder."""
+  from rrjax import main  # pylint: disable=g-import-not-at-top
+  monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
+  workdir = str(tmp_path / "smoke")
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(["rrjax.main", f"--config={pipeline_util.REPO}/configs/mask90.py:smoke",
+               f"--workdir={workdir}"])
+  main.main(["rrjax.main"])
+  assert flags.FLAGS.config.data.name == f"imagefolder:{folder}"
+  _check_results(workdir, flags.FLAGS.config)
+
+
+# One smoke per kind of config: Table 1's other configs differ from mask90 only in the operator.
+@pytest.mark.parametrize("name", ["blur37", "labelfrac", "noisemany", "lossablation", "crossop"])
+def test_smoke_runs_end_to_end(name, folder, tmp_path, monkeypatch):
+  monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
+  c = pipeline_util.load_config(name, "smoke")
+  pipeline.train_and_evaluate(c, str(tmp_path))
+  _check_results(str(tmp_path), c)
