@@ -30,7 +30,8 @@ H100; the 25-epoch baseline about as much again, the 50-epoch one twice that; pr
 evaluation (21 feature passes over the training split per experiment) about half an hour.
 
 Smoke variants (`<config>.py:smoke`): the first experiment of a config, with the first and
-last of its eval corruptions and label fractions, on `tiny_cnn` with random weights (40 px
+last of its eval corruptions and label fractions, its first transfer dataset and its label-shift
+set both replaced by the smoke data, on `tiny_cnn` with random weights (40 px
 measurements, seen at 16 px), 2 training steps, 2 draws and tiny splits. Each runs offline in
 under a minute on 2 CPU cores, on the dataset named by the environment variable
 `RRJAX_SMOKE_DATA` (default "fashion_mnist_local"; the tests point it at a generated
@@ -100,6 +101,12 @@ def base() -> ml_collections.ConfigDict:
   c.eval.corruptions = ("mask(0.9)",)
   c.eval.draws = 10
   c.eval.batch_size = 256
+  # Label shift (Table 3): with a name, the probes and baseline trained on data.* are also
+  # scored on this split, whose labels must be data.name's classes (rows: dataset=<name>).
+  c.eval.data = ml_collections.ConfigDict()
+  c.eval.data.name = ""           # "" -> no label-shift evaluation.
+  c.eval.data.data_dir = ""
+  c.eval.data.split = ""
 
   c.probe = ml_collections.ConfigDict()
   c.probe.label_fractions = LABEL_FRACTIONS
@@ -124,10 +131,25 @@ def base() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1
 
+  # Transfer (Table 2): `transfer.<key> = transfer_dataset(...)`; after training, the probes
+  # are fitted and tested on each (rows: dataset=<key>). Empty: no transfer.
+  c.transfer = ml_collections.ConfigDict()
+
   c.stages = ("train", "probe", "baseline", "evaluate")
   c.only = ""
   c.experiments = []
   return c
+
+
+def transfer_dataset(name: str, train_split: str, val_split: str, test_split: str,
+                     data_dir: str = "", image_size: int = 0) -> ml_collections.ConfigDict:
+  """An entry of `config.transfer`: a dataset for `rrjax.data.load` and its three splits.
+
+  `image_size` 0 is the measurement size 224; `data_dir` "" is TFDS's default.
+  """
+  return ml_collections.ConfigDict(
+      {"name": name, "data_dir": data_dir, "image_size": image_size,
+       "train_split": train_split, "val_split": val_split, "test_split": test_split})
 
 
 def baseline_epochs(corruption: str) -> int:
@@ -179,6 +201,15 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # The operators act on the measurement: blur(37,9) reflect-pads by 18 px, so it must be wider.
   c.data.image_size = 40
   c.data.crop_scale = (0.5, 1.0)
+  if c.eval.data.name:
+    # The smoke validation split stands in for the label-shift set: the same classes.
+    c.eval.data.update(name=c.data.name, data_dir="", split=c.data.val_split)
+  if c.transfer:
+    # Its first transfer dataset, on the smoke data (one more feature and probe pass).
+    first = next(iter(c.transfer))
+    c.transfer = ml_collections.ConfigDict({first: transfer_dataset(
+        c.data.name, c.data.train_split, c.data.val_split, c.data.test_split,
+        image_size=c.data.image_size)})
   c.train.batch_size = 16
   c.train.steps = 2
   c.train.log_every = 1

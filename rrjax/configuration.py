@@ -11,6 +11,7 @@ differs in a field other than `RERUN_MAY_CHANGE`.
 import json
 import numbers
 import os
+import re
 import tempfile
 
 import jax
@@ -147,6 +148,18 @@ def _validate_one(c) -> None:
     _spec(c, f"eval.corruptions[{i}]", spec)
   _int(c, "eval.draws", 1)
   _int(c, "eval.batch_size", 1)
+  # Optional sections (configs/common.py documents them); a config without them skips them.
+  if c.eval.get("data") and c.eval.data.name:
+    _str(c, "eval.data.split")
+  for name in (c.get("transfer") or {}):
+    if not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
+      raise ValueError(f"config.transfer.{name}: name rows by letters, digits, '_' and '-'")
+    for field in ("name", "train_split", "val_split", "test_split"):
+      _str(c, f"transfer.{name}.{field}")
+    if not isinstance(c.transfer[name].get("data_dir"), str):
+      raise ValueError(f"config.transfer.{name}.data_dir: must be a string ('' for TFDS's "
+                       "default)")
+    _int(c, f"transfer.{name}.image_size", 0)
   fractions = list(c.probe.label_fractions)
   if not fractions:
     raise ValueError("config.probe.label_fractions: must not be empty")

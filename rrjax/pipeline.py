@@ -11,8 +11,20 @@ Rows: `teacher_clean` (frozen teacher + probe on clean images: the ceiling),
 `teacher_corrupted` (frozen teacher + probe fitted on corrupted images: the naive approach),
 `ours` (robust student + probe) and `baseline` (fine-tuned end to end), when enabled.
 Hyperparameters of the probes are chosen on `data.val_split`, never on the test split.
+
+Two optional evaluations reuse the trained encoders (paper Tables 2 and 3):
+  * label shift, `eval.data.name`: the probes and baseline fitted on `data.*` are also scored
+    on `eval.data.split` of that dataset, whose labels are in the training label space (same
+    classes, same order); its rows carry `dataset=<eval.data.name>` (`<name>:<split>` when it
+    is `data.name` itself).
+  * transfer, `transfer.<key>`: after training, `teacher_clean`, `teacher_corrupted` and `ours`
+    probes are fitted on the key's dataset (corrupted by `train.corruption`, as on `data.*`) and
+    scored on its test split; rows carry `dataset=<key>`. The baseline has no transfer rows:
+    the paper's Table 2 probes its fine-tuned encoder's features, which needs the fine-tuned
+    backbone without its head, not implemented here.
 """
 
+import dataclasses
 import glob
 import json
 import os
@@ -50,13 +62,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)
 
   t = time.perf_counter()
-  dc = config.data
-  load = lambda split: data.load(dc.name, split, data_dir=dc.data_dir or None,
-                                 image_size=dc.image_size or None)
-  sources = {"train": load(dc.train_split), "val": load(dc.val_split),
-             "test": load(dc.test_split)}
+  sources, tasks = _load_sources(config)
   arrays = {k: data.load_arrays(s) for k, s in sources.items()}
-  num_classes = sources["train"].num_classes
   timer.add("data", t)
 
   t = time.perf_counter()
@@ -73,8 +80,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                  list(rc.eval.corruptions))
     rows += _run_experiment(rc, os.path.join(workdir, name), mesh=mesh, teacher=teacher,
                             teacher_vars=teacher_vars, sources=sources, arrays=arrays,
-                            clean=clean, features=features, num_classes=num_classes,
-                            timer=timer)
+                            clean=clean, features=features, tasks=tasks, timer=timer)
 
   metrics = _merge_metrics(workdir, [n for n, _ in experiment.expand(config)])
   results = report.write_results(workdir, config.to_dict(), rows, timer.summary())
@@ -83,58 +89,124 @@ def train_and_evaluate(config, workdir: str) -> dict:
   return results
 
 
+@dataclasses.dataclass(frozen=True)
+class _Task:
+  """A dataset probes are fitted on: its splits' keys in `arrays`, and where they are scored.
+
+  `prefix`: of its splits' keys ("train", "val", "test" for data.*); `tests`: `(dataset name
+  for the rows, key of a test split in arrays)`, each in this task's label space.
+  """
+  prefix: str
+  num_classes: int
+  tests: tuple[tuple[str, str], ...]
+
+  def key(self, split: str) -> str:
+    return self.prefix + split
+
+
+def _load_sources(config) -> tuple[dict, list[_Task]]:
+  """The sources of every split the run reads, by key, and the probe tasks over them.
+
+  Raises:
+    ValueError: naming `config.eval.data.name` when its label space is not `data.name`'s.
+  """
+  def load(dc, split):
+    return data.load(dc.name, split, data_dir=dc.data_dir or None,
+                     image_size=dc.image_size or None)
+
+  dc = config.data
+  sources = {"train": load(dc, dc.train_split), "val": load(dc, dc.val_split),
+             "test": load(dc, dc.test_split)}
+  num_classes = sources["train"].num_classes
+  tests = [(dc.name, "test")]
+  shift = config.eval.get("data")
+  if shift and shift.name:
+    # The label-shift set is measured at the training data's resolution, like the test split.
+    sources["shift"] = data.load(shift.name, shift.split, data_dir=shift.data_dir or None,
+                                 image_size=dc.image_size or None)
+    # The probes and the baseline score it with heads trained on data.*: label i must name
+    # the same class in both.
+    if sources["shift"].class_names != sources["train"].class_names:
+      raise ValueError(
+          f"config.eval.data.name: {shift.name!r} must have the classes of data.name "
+          f"{dc.name!r}, in the same order; it has {sources['shift'].num_classes} classes "
+          f"({', '.join(sources['shift'].class_names[:3])}, ...), data.name {num_classes} "
+          f"({', '.join(sources['train'].class_names[:3])}, ...)")
+    # Another split of the training dataset is told apart from its test split by the split.
+    tests.append((shift.name if shift.name != dc.name else f"{shift.name}:{shift.split}",
+                  "shift"))
+  tasks = [_Task("", num_classes, tuple(tests))]
+  for name, tc in sorted((config.get("transfer") or {}).items()):
+    prefix = f"transfer/{name}/"
+    for split in ("train", "val", "test"):
+      sources[prefix + split] = load(tc, tc[f"{split}_split"])
+    tasks.append(_Task(prefix, sources[prefix + "train"].num_classes,
+                       ((name, prefix + "test"),)))
+  return sources, tasks
+
+
 def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays, clean,
-                    features, num_classes, timer):
+                    features, tasks, timer):
   os.makedirs(rundir, exist_ok=True)
   metrics_path = os.path.join(rundir, "metrics.jsonl")
   op_train = corruptions.build(rc.train.corruption)
   labels = {k: a[1] for k, a in arrays.items()}
   fractions = [float(f) for f in rc.probe.label_fractions]
-  subsets = {f: probe.label_fraction_indices(labels["train"], f, num_classes, rc.seed)
-             for f in fractions}
-  base = {"dataset": rc.data.name, "train_corruption": str(op_train)}
+  subsets = {(task.prefix, f): probe.label_fraction_indices(labels[task.key("train")], f,
+                                                            task.num_classes, rc.seed)
+             for task in tasks for f in fractions}
+  base = {"train_corruption": str(op_train)}
   rows = []
 
-  def probe_rows(method, module, variables):
+  def probe_rows(method, module, variables, task):
     """Probes on corrupted-train features at each fraction, evaluated over the eval draws."""
     t = time.perf_counter()
+    train_key, val_key = task.key("train"), task.key("val")
+    sub = {f: subsets[task.prefix, f] for f in fractions}
     keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
             for d in range(rc.probe.feature_draws if op_train.random else 1)]
-    train_feats = [features(module, variables, "train", op_train, k) for k in keys]
-    hparams = _select(rc, train_feats, labels["train"],
-                      features(module, variables, "val", op_train, jax.random.key(rc.seed + 1)),
-                      labels["val"], num_classes)
-    probes = {f: _fit(rc, [x[subsets[f]] for x in train_feats], labels["train"][subsets[f]],
-                      num_classes, hparams) for f in fractions}
+    train_feats = [features(module, variables, train_key, op_train, k) for k in keys]
+    hparams = _select(rc, train_feats, labels[train_key],
+                      features(module, variables, val_key, op_train, jax.random.key(rc.seed + 1)),
+                      labels[val_key], task.num_classes)
+    probes = {f: _fit(rc, [x[sub[f]] for x in train_feats], labels[train_key][sub[f]],
+                      task.num_classes, hparams) for f in fractions}
     timer.add("probe", t)
     t = time.perf_counter()
     out = []
-    for spec in rc.eval.corruptions:
-      op = corruptions.build(spec)
-      accs = {f: [] for f in fractions}
-      for key in evaluate.draw_keys(rc.seed, str(op), rc.eval.draws if op.random else 1):
-        test_feats = features(module, variables, "test", op, key)
-        for f in fractions:
-          accs[f].append(probe.accuracy(probes[f], test_feats, labels["test"]))
-      out += [dict(base, method=method, eval_corruption=str(op), label_fraction=f,
-                   probe=hparams, **evaluate.summarize(accs[f])) for f in fractions]
+    for dataset, test in task.tests:
+      for spec in rc.eval.corruptions:
+        op = corruptions.build(spec)
+        accs = {f: [] for f in fractions}
+        for key in evaluate.draw_keys(rc.seed, str(op), rc.eval.draws if op.random else 1):
+          test_feats = features(module, variables, test, op, key)
+          for f in fractions:
+            accs[f].append(probe.accuracy(probes[f], test_feats, labels[test]))
+        out += [dict(base, dataset=dataset, method=method, eval_corruption=str(op),
+                     label_fraction=f, probe=hparams, **evaluate.summarize(accs[f]))
+                for f in fractions]
     timer.add("evaluate", t)
     return out
 
   # The ceiling: the frozen teacher with a probe fitted and tested on clean images.
   t = time.perf_counter()
-  hparams = _select(rc, [clean["train"]], labels["train"], clean["val"], labels["val"],
-                    num_classes)
-  for f in fractions:
-    p = _fit(rc, [clean["train"][subsets[f]]], labels["train"][subsets[f]], num_classes,
-             hparams)
-    acc = probe.accuracy(p, clean["test"], labels["test"])
-    rows.append(dict(base, method="teacher_clean", eval_corruption="identity",
-                     label_fraction=f, probe=hparams, **evaluate.summarize([acc])))
+  for task in tasks:
+    train_key, val_key = task.key("train"), task.key("val")
+    hparams = _select(rc, [clean[train_key]], labels[train_key], clean[val_key], labels[val_key],
+                      task.num_classes)
+    for f in fractions:
+      sub = subsets[task.prefix, f]
+      p = _fit(rc, [clean[train_key][sub]], labels[train_key][sub], task.num_classes, hparams)
+      for dataset, test in task.tests:
+        acc = probe.accuracy(p, clean[test], labels[test])
+        rows.append(dict(base, dataset=dataset, method="teacher_clean",
+                         eval_corruption="identity", label_fraction=f, probe=hparams,
+                         **evaluate.summarize([acc])))
   timer.add("probe", t)
 
   if "probe" in rc.stages:
-    rows += probe_rows("teacher_corrupted", teacher, teacher_vars)
+    for task in tasks:
+      rows += probe_rows("teacher_corrupted", teacher, teacher_vars, task)
 
   if "train" in rc.stages:
     student, student_vars = _student(rc, teacher, teacher_vars)
@@ -146,23 +218,27 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
                                        metrics_path=metrics_path)
     timer.add("train", t)
     if "probe" in rc.stages:
-      rows += probe_rows("ours", student, student_vars)
+      for task in tasks:
+        rows += probe_rows("ours", student, student_vars, task)
 
   if "baseline" in rc.stages and rc.baseline.enabled:
+    task = tasks[0]  # The baseline's head is in data.*'s label space (no transfer rows).
     for f in fractions:
       t = time.perf_counter()
       bdir = os.path.join(rundir, f"baseline_{f:g}")
       model, variables = baseline.train_baseline(
-          rc, bdir, mesh=mesh, train_source=data.subset(sources["train"], subsets[f]),
-          num_classes=num_classes, metrics_path=os.path.join(bdir, "metrics.jsonl"))
+          rc, bdir, mesh=mesh, train_source=data.subset(sources["train"], subsets["", f]),
+          num_classes=task.num_classes, metrics_path=os.path.join(bdir, "metrics.jsonl"))
       timer.add("baseline", t)
       t = time.perf_counter()
-      for spec in rc.eval.corruptions:
-        op = corruptions.build(spec)
-        accs = [_top1(features(model, variables, "test", op, key), labels["test"])
-                for key in evaluate.draw_keys(rc.seed, str(op), rc.eval.draws if op.random else 1)]
-        rows.append(dict(base, method="baseline", eval_corruption=str(op), label_fraction=f,
-                         **evaluate.summarize(accs)))
+      for dataset, test in task.tests:
+        for spec in rc.eval.corruptions:
+          op = corruptions.build(spec)
+          accs = [_top1(features(model, variables, test, op, key), labels[test])
+                  for key in evaluate.draw_keys(rc.seed, str(op),
+                                                rc.eval.draws if op.random else 1)]
+          rows.append(dict(base, dataset=dataset, method="baseline", eval_corruption=str(op),
+                           label_fraction=f, **evaluate.summarize(accs)))
       timer.add("evaluate", t)
   return rows
 

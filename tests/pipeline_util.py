@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 from PIL import Image
 
@@ -89,3 +90,11 @@ def run_main(config_path: str, workdir: str, *flags: str,
   """Runs `rrjax.main` in a subprocess to completion; stdout and stderr captured as text."""
   return subprocess.run(main_command(config_path, workdir, *flags), env=main_env(),
                         capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
+
+
+def folder_dataset(folder: str, train_split: str = "train[:120]",
+                   val_split: str = "train[120:]", test_split: str = "test"):
+  """An entry of `config.transfer` for an image folder made by `make_folder`."""
+  return ml_collections.ConfigDict(
+      {"name": f"imagefolder:{folder}", "data_dir": "", "image_size": 0,
+       "train_split": train_split, "val_split": val_split, "test_split": test_split})

@@ -18,7 +18,6 @@ from flax import traverse_util
 
 import rrjax.models
 from rrjax.models import clip_resnet
-from rrjax.models.clip_resnet import ModifiedResNet
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD
 from tests.test_torch_reader import _script, _Storage, _tensor, write_zip
 

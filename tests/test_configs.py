@@ -28,7 +28,7 @@ def _module_docstring(name: str) -> str:
 def test_every_paper_experiment_has_a_config():
   assert set(PAPER) >= {"mask50", "mask75", "mask90", "noise01", "noise03", "noise05",
                         "blur21", "blur37", "labelfrac", "randmany", "noisemany",
-                        "lossablation", "crossop"}
+                        "lossablation", "crossop", "transfer", "labelshift"}
 
 
 @pytest.mark.parametrize("name", CONFIGS)
@@ -107,7 +107,8 @@ def test_smoke_through_main(folder, tmp_path, monkeypatch):
 
 
 # One smoke per kind of config: Table 1's other configs differ from mask90 only in the operator.
-@pytest.mark.parametrize("name", ["blur37", "labelfrac", "noisemany", "lossablation", "crossop"])
+@pytest.mark.parametrize("name", ["blur37", "labelfrac", "noisemany", "lossablation", "crossop",
+                                  "transfer", "labelshift"])
 def test_smoke_runs_end_to_end(name, folder, tmp_path, monkeypatch):
   monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
   c = pipeline_util.load_config(name, "smoke")
