@@ -12,8 +12,6 @@ Ends with `result: pipeline_overhead_ratio <r> (goal 1.05)`, full over bare step
 """
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -22,19 +20,7 @@ import numpy as np
 from rrjax import corruptions, losses, models, sharding, step as step_lib
 from rrjax.train_state import TrainState, apply_train, make_optimizer, make_schedule
 
-
-def _interleaved_medians_ms(runs: list, warmup: int, steps: int) -> list[float]:
-  """Median ms of each `run()`, alternating the runs step by step so that load drifts hit all."""
-  for run in runs:
-    for _ in range(warmup):
-      run()
-  times = [[] for _ in runs]
-  for _ in range(steps):
-    for run, out in zip(runs, times):
-      start = time.perf_counter()
-      run()
-      out.append(time.perf_counter() - start)
-  return [1e3 * statistics.median(t) for t in times]
+import timing  # benchmarks/timing.py
 
 
 def main():
@@ -93,8 +79,8 @@ def main():
   print(f"backend {jax.default_backend()}, {args.model} at {args.resolution} px, inputs "
         f"{args.size} px, batch {args.batch}, {args.corruption}, median of {args.steps} "
         f"interleaved after {args.warmup} warm-up")
-  full_ms, bare_ms = _interleaved_medians_ms([runner(full, batch), runner(bare, corrupted)],
-                                             args.warmup, args.steps)
+  full_ms, bare_ms = (1e3 * t for t in timing.interleaved_medians(
+      [runner(full, batch), runner(bare, corrupted)], args.warmup, args.steps))
   print(f"{'step':<44} {'ms':>8}")
   print(f"{'full (corruption+teacher+fwd/bwd+adam)':<44} {full_ms:>8.1f}")
   print(f"{'bare (teacher+fwd/bwd on corrupted images)':<44} {bare_ms:>8.1f}")

@@ -14,8 +14,6 @@ time without the cache over epoch time with it (the cache build not included).
 
 import argparse
 import math
-import statistics
-import time
 
 import jax
 import numpy as np
@@ -23,21 +21,7 @@ import numpy as np
 from rrjax import corruptions, models, sharding, step as step_lib
 from rrjax.train_state import TrainState, make_optimizer, make_schedule
 
-
-def _medians_s(runs: list, steps: int) -> list[float]:
-  """Median seconds of each `run()` over `steps` calls after one (compiling) call each.
-
-  The runs alternate call by call, so that a change in the machine's load hits all of them.
-  """
-  for run in runs:
-    run()
-  times = [[] for _ in runs]
-  for _ in range(steps):
-    for run, out in zip(runs, times):
-      start = time.perf_counter()
-      run()
-      out.append(time.perf_counter() - start)
-  return [statistics.median(t) for t in times]
+import timing  # benchmarks/timing.py
 
 
 def main():
@@ -80,9 +64,10 @@ def main():
 
   forward = jax.jit(lambda v, x: teacher.apply(v, x, train=False))
   cache_images = sharding.global_batch({"image": images[:args.cache_batch]}, mesh)["image"]
-  forward_s, = _medians_s(
-      [lambda: jax.block_until_ready(forward(teacher_vars, cache_images))], args.steps)
-  with_teacher, with_cache = _medians_s([runner(False), runner(True)], args.steps)
+  forward_s, = timing.interleaved_medians(
+      [lambda: jax.block_until_ready(forward(teacher_vars, cache_images))], 1, args.steps)
+  with_teacher, with_cache = timing.interleaved_medians([runner(False), runner(True)], 1,
+                                                        args.steps)
   steps_per_epoch = math.ceil(args.n / args.batch)
   build_s = math.ceil(args.n / args.cache_batch) * forward_s
 

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from rrjax.models import register, torch_reader
+from rrjax.models import register, torch_reader, weights_io
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD, prepare
 
 HEADS = ("embed", "logits")
@@ -306,30 +306,17 @@ def from_torch_state_dict(state: dict[str, np.ndarray], layers: Sequence[int] | 
   config["layers"] = tuple(config["layers"])
   check_resolution(config["resolution"])
   shapes = _variable_shapes(**config)
-  expected = {_torch_key(path): path for path in shapes}
-  flat = {}
-  for key in sorted(set(expected) | set(visual)):
-    name = _VISUAL + key
-    if key not in visual:
-      path = expected[key]
-      raise ValueError(f"{source}: missing tensor {name!r} for Flax variable {'/'.join(path)} "
-                       f"{shapes[path]}; weights of another architecture?")
-    if key not in expected:
-      raise ValueError(f"{source}: unexpected tensor {name!r} {tuple(visual[key].shape)}, not "
-                       f"part of a CLIP ResNet with layers={config['layers']}; weights of "
-                       "another architecture?")
-    path = expected[key]
-    value = _to_flax(visual[key], path[-1])
-    if (key == "attnpool.positional_embedding" and value.shape[0] != shapes[path][0]
-        and value.shape[1:] == shapes[path][1:]):
+
+  def adapt(key, value, shape):
+    if (key == "attnpool.positional_embedding" and value.shape[0] != shape[0]
+        and value.shape[1:] == shape[1:]):
       # Trained at another resolution: adapt the grid (see the module docstring).
-      value = _resize_positional_embedding(value, shapes[path][0])
-    if value.shape != shapes[path]:
-      raise ValueError(f"{source}: tensor {name!r} has shape {tuple(visual[key].shape)}, "
-                       f"{value.shape} in Flax layout, but {'/'.join(path)} expects "
-                       f"{shapes[path]}; weights of another architecture?")
-    flat[path] = value
-  return traverse_util.unflatten_dict(flat)
+      return _resize_positional_embedding(value, shape[0])
+    return value
+
+  return weights_io.match_state_dict(
+      visual, shapes, _torch_key, _to_flax, source=source, prefix=_VISUAL, adapt=adapt,
+      arch=f"a CLIP ResNet with layers={config['layers']}")
 
 
 @functools.lru_cache(maxsize=8)

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from rrjax.models import register, torch_reader
+from rrjax.models import register, torch_reader, weights_io
 from rrjax.models.depthwise import DepthwiseConv
 from rrjax.models.preprocess import HALF, prepare
 
@@ -189,25 +189,11 @@ def from_torch_state_dict(state: dict[str, np.ndarray], *, source: str = "state 
   module = EfficientNetLite0(head="logits", num_classes=num_classes)
   shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))
-  flat_shapes = traverse_util.flatten_dict(shapes)
-  expected = {_torch_key(path): path for path in flat_shapes}
-  flat = {}
-  for key in sorted(set(expected) | set(state)):
-    if key not in state:
-      path = expected[key]
-      raise ValueError(f"{source}: missing tensor {key!r} for Flax variable {'/'.join(path)} "
-                       f"{flat_shapes[path].shape}; weights of another architecture?")
-    if key not in expected:
-      raise ValueError(f"{source}: unexpected tensor {key!r} {tuple(state[key].shape)}, not part "
-                       "of EfficientNet-Lite0; weights of another architecture?")
-    path = expected[key]
-    value = _LEAVES[path[-1]][1](np.asarray(state[key], np.float32))
-    if value.shape != flat_shapes[path].shape:
-      raise ValueError(f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, "
-                       f"{value.shape} in Flax layout, but {'/'.join(path)} expects "
-                       f"{flat_shapes[path].shape}; weights of another architecture?")
-    flat[path] = value
-  return traverse_util.unflatten_dict(flat)
+  flat_shapes = {path: leaf.shape for path, leaf in traverse_util.flatten_dict(shapes).items()}
+  return weights_io.match_state_dict(
+      state, flat_shapes, _torch_key,
+      lambda value, leaf: _LEAVES[leaf][1](np.asarray(value, np.float32)),
+      source=source, arch="EfficientNet-Lite0")
 
 
 def default_weights_path() -> str:

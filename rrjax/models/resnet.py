@@ -28,6 +28,12 @@ HEADS = ("embed", "logits")
 _conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
 
+def _norm(train: bool, dtype):
+  """torchvision's BatchNorm (momentum 0.1 in PyTorch's convention, eps 1e-5)."""
+  return functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                           epsilon=1e-5, dtype=dtype)
+
+
 def _pad(k: int) -> tuple[tuple[int, int], tuple[int, int]]:
   return (k // 2, k // 2), (k // 2, k // 2)
 
@@ -42,8 +48,7 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    norm = _norm(train, self.dtype)
     y = conv(self.width, (3, 3), self.stride, padding=_pad(3), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.width, (3, 3), padding=_pad(3), name="conv2")(y)
@@ -61,8 +66,7 @@ class Bottleneck(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
-                             epsilon=1e-5, dtype=self.dtype)
+    norm = _norm(train, self.dtype)
     y = conv(self.width, (1, 1), name="conv1")(x)
     y = nn.relu(norm(name="bn1")(y))
     y = conv(self.width, (3, 3), self.stride, padding=_pad(3), name="conv2")(y)
@@ -112,8 +116,7 @@ class ResNet(nn.Module):
     x = prepare(images, self.resolution, IMAGENET_MEAN, IMAGENET_STD).astype(self.dtype)
     x = nn.Conv(64, (7, 7), 2, padding=_pad(7), use_bias=False, dtype=self.dtype,
                 kernel_init=_conv_init, name="conv1")(x)
-    x = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                     dtype=self.dtype, name="bn1")(x)
+    x = _norm(train, self.dtype)(name="bn1")(x)
     x = nn.relu(x)
     x = nn.max_pool(x, (3, 3), (2, 2), padding=_pad(3))
     for stage, num_blocks in enumerate(self.stage_sizes):

@@ -61,3 +61,47 @@ def load_npz(path: str | os.PathLike, reference_variables) -> dict:
       raise ValueError(f"{os.fspath(path)}: variable {key!r} has shape {stored[key].shape}, the "
                        f"module expects {tuple(reference[key].shape)}; wrong architecture?")
   return unflatten({key: stored[key].astype(reference[key].dtype) for key in reference})
+
+
+def match_state_dict(state: dict, shapes: dict, torch_key, to_flax, *, source: str, arch: str,
+                     prefix: str = "", adapt=None) -> dict:
+  """Maps PyTorch tensors onto Flax variables by name, with a completeness and shape check.
+
+  Args:
+    state: `{torch_name: array}` without `prefix`.
+    shapes: `{flax_path: shape}` of every variable the module expects.
+    torch_key: `flax_path -> torch_name`.
+    to_flax: `(array, leaf_name) -> array` in Flax layout (e.g. OIHW -> HWIO).
+    source, arch: name the file and the architecture in errors.
+    prefix: prepended to tensor names in errors (e.g. "visual.").
+    adapt: optional `(torch_name, value, expected_shape) -> value`, applied before the shape
+      check (e.g. resizing a positional embedding to another resolution).
+
+  Returns:
+    The nested Flax variables.
+
+  Raises:
+    ValueError: naming the first tensor (in sorted order) that is missing, not part of `arch`,
+      or of the wrong shape: the sign of weights of another architecture.
+  """
+  expected = {torch_key(path): path for path in shapes}
+  flat = {}
+  for key in sorted(set(expected) | set(state)):
+    name = prefix + key
+    if key not in state:
+      path = expected[key]
+      raise ValueError(f"{source}: missing tensor {name!r} for Flax variable {'/'.join(path)} "
+                       f"{tuple(shapes[path])}; weights of another architecture?")
+    if key not in expected:
+      raise ValueError(f"{source}: unexpected tensor {name!r} {tuple(state[key].shape)}, not "
+                       f"part of {arch}; weights of another architecture?")
+    path = expected[key]
+    value = to_flax(state[key], path[-1])
+    if adapt is not None:
+      value = adapt(key, value, tuple(shapes[path]))
+    if value.shape != tuple(shapes[path]):
+      raise ValueError(f"{source}: tensor {name!r} has shape {tuple(state[key].shape)}, "
+                       f"{value.shape} in Flax layout, but {'/'.join(path)} expects "
+                       f"{tuple(shapes[path])}; weights of another architecture?")
+    flat[path] = value
+  return traverse_util.unflatten_dict(flat)
