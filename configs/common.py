@@ -94,6 +94,9 @@ def base() -> ml_collections.ConfigDict:
   c.train.steps = TRAIN_STEPS
   c.train.teacher = "step"        # Augmented views change every step: no teacher cache.
   c.train.cache_dir = ""
+  # "float32" or "bfloat16": the compute dtype of the student's and the baseline's training
+  # steps (teacher forward included); parameters, optimiser state and the loss stay float32.
+  c.train.compute_dtype = "float32"
   c.train.log_every = 50
   c.train.checkpoint_every = 1000
 
@@ -101,6 +104,12 @@ def base() -> ml_collections.ConfigDict:
   c.eval.corruptions = ("mask(0.9)",)
   c.eval.draws = 10
   c.eval.batch_size = 256
+  # Appendix baseline: classical restoration of A(x), then the frozen teacher + probe.
+  c.eval.restored = False
+  # Zero-shot rows from the teacher checkpoint's text tower (CLIP teachers: zeroshot.TEACHERS).
+  c.eval.zeroshot = False
+  c.eval.zeroshot_template = "a photo of a {}."
+  c.eval.zeroshot_tokenizer = ""  # CLIP RN teachers: "" -> the hub's CLIP BPE tokenizer.
   # Label shift (Table 3): with a name, the probes and baseline trained on data.* are also
   # scored on this split, whose labels must be data.name's classes (rows: dataset=<name>).
   c.eval.data = ml_collections.ConfigDict()
@@ -168,8 +177,14 @@ def experiment(name: str, train: str, evals: tuple[str, ...] | None = None,
 
 
 def paper_config(corruption: str, name: str) -> ml_collections.ConfigDict:
-  """Table 1: one experiment `name`, trained and tested on `corruption`."""
+  """Table 1: one experiment `name`, trained and tested on `corruption`.
+
+  With the appendix's pixel-space route (`restored` rows) and the zero-shot rows of the
+  teacher's text tower.
+  """
   c = base()
+  c.eval.restored = True
+  c.eval.zeroshot = True
   c.experiments = [experiment(name, corruption)]
   return c
 
@@ -188,10 +203,11 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The first experiment of `c`, shrunk to run offline in under a minute (module docstring)."""
   c.experiments = c.experiments[:1]
   for entry in c.experiments:
-    entry["eval.corruptions"] = _ends(entry["eval.corruptions"])
-  c.probe.label_fractions = _ends(c.probe.label_fractions)
+    entry["eval.corruptions"] = ends(entry["eval.corruptions"])
+  c.probe.label_fractions = ends(c.probe.label_fractions)
   c.teacher.name = "tiny_cnn"
   c.teacher.weights = "random"
+  c.eval.zeroshot = False         # tiny_cnn has no text tower.
   c.teacher.resolution = 16
   c.data.name = os.environ.get(SMOKE_DATA_ENV) or SMOKE_DATA_DEFAULT
   c.data.data_dir = ""
@@ -225,7 +241,7 @@ def smoke(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return c
 
 
-def _ends(grid) -> tuple:
+def ends(grid) -> tuple:
   """The first and last items of `grid`: they exercise every code path, and each eval
   operator costs a compilation of its own."""
   return tuple(dict.fromkeys((grid[0], grid[-1])))

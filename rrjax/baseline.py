@@ -3,7 +3,9 @@
 The paper's baseline is an ImageNet-pretrained network whose final layer is replaced by a C-way
 head, fine-tuned end to end on corrupted images with their labels (Adam, lr 1e-3). Here the
 encoder is the teacher's architecture and weights (`head="logits"` with `num_classes=C`: the
-classifier is new), trained on the labelled subset of a label fraction.
+classifier is new), trained on the labelled subset of a label fraction. Its steps compute in
+`train.compute_dtype`, as the student's (`rrjax.step`): bfloat16 compute with float32
+parameters, optimiser state, logits and loss; it is evaluated in float32, as the student.
 """
 
 import functools
@@ -18,8 +20,12 @@ from rrjax.report import MetricsLog
 from rrjax.train_state import TrainState, apply_train, make_optimizer, make_schedule, update
 
 
-def make_step(model, corruption, tx):
-  """`step(state, batch, key) -> (state, metrics)`: cross-entropy on A(x), one update."""
+def make_step(model, corruption, tx, compute_dtype="float32"):
+  """`step(state, batch, key) -> (state, metrics)`: cross-entropy on A(x), one update.
+
+  `model` computes in `compute_dtype` ("float32" or "bfloat16"); its logits are float32.
+  """
+  model = models.with_dtype(model, compute_dtype)
 
   def step(state: TrainState, batch: dict, key: jax.Array):
     corrupted = corruption(jax.random.fold_in(key, state.step), batch["image"])
@@ -47,6 +53,7 @@ def train_baseline(config, workdir: str, *, mesh, train_source, num_classes: int
                    metrics_path: str):
   """Fine-tunes the pretrained encoder + a new head; returns `(model, variables)`."""
   bc = config.baseline
+  dtype = models.compute_dtype(config.train.compute_dtype, "config.train.compute_dtype")
   sharding.check_batch_size(bc.batch_size, mesh, "baseline.batch_size")
   model, variables = models.load_from_config(config.teacher, head="logits",
                                              num_classes=num_classes)
@@ -60,7 +67,8 @@ def train_baseline(config, workdir: str, *, mesh, train_source, num_classes: int
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
   state = sharding.replicate(checkpointer.restore_or(state, "baseline"), mesh)
   start = int(jax.device_get(state.step))
-  step_fn = _jitted_step(model, corruptions.build(config.train.corruption), optim, mesh)
+  step_fn = _jitted_step(model, corruptions.build(config.train.corruption), optim, dtype.name,
+                         mesh)
   key = jax.random.fold_in(jax.random.key(config.seed), 2)
   batches = data.batches(train_source, bc.batch_size, train=True, seed=config.seed,
                          start_step=start, num_steps=max(total - start, 0),
@@ -82,7 +90,8 @@ def _optimizer(lr, schedule, total, weight_decay):
 
 
 @functools.lru_cache(maxsize=4)
-def _jitted_step(model, corruption, optim: tuple, mesh):
-  """One compiled step per (model, operator, optimiser, mesh), reused across label fractions."""
-  return sharding.jit_data_parallel(make_step(model, corruption, _optimizer(*optim)[1]), mesh,
-                                    num_args=3, batch_argnums=(1,))
+def _jitted_step(model, corruption, optim: tuple, compute_dtype: str, mesh):
+  """One compiled step per (model, operator, optimiser, dtype, mesh), shared by label fractions."""
+  return sharding.jit_data_parallel(
+      make_step(model, corruption, _optimizer(*optim)[1], compute_dtype), mesh, num_args=3,
+      batch_argnums=(1,))

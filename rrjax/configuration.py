@@ -5,18 +5,19 @@
 
 A workdir belongs to one config: its checkpoints, metrics and results are that config's, and a
 rerun resumes from them. `claim_workdir` refuses a workdir whose outputs came from a config that
-differs in a field other than `RERUN_MAY_CHANGE`.
+differs in a field other than `RERUN_MAY_CHANGE`. A workdir is a local path or a bucket URL
+(`gs://...`, through `etils.epath`).
 """
 
 import json
 import numbers
-import os
 import re
-import tempfile
+import uuid
 
 import jax
+from etils import epath
 
-from rrjax import corruptions, errors, losses, models, report
+from rrjax import corruptions, distributed, errors, losses, models, report
 
 STAGES = ("train", "probe", "baseline", "evaluate")
 CONFIG_FILE = "config.json"
@@ -46,21 +47,39 @@ def claim_workdir(config, workdir: str) -> None:
   not in `RERUN_MAY_CHANGE` is refused, and nothing in it is changed; one holding nothing but
   config.json (an earlier start that failed before computing anything) is taken over.
 
+  In a multi-process run every process checks (all must see the same workdir) and all raise the
+  same error, the first process's to find one; only the leader writes config.json, after every
+  process has checked.
+
   Raises:
     rrjax.errors.UserError: naming the workdir, and for another config the first differing
       field with both values.
   """
+  current = report.to_python(config.to_dict())
   try:
-    os.makedirs(workdir, exist_ok=True)
+    _check_workdir(epath.Path(workdir), current)
+    error = None
+  except errors.UserError as e:
+    error = e
+  agreed = distributed.first_error(None if error is None else str(error))
+  if agreed is not None:
+    raise error if error is not None and str(error) == agreed else errors.UserError(agreed)
+  report.write_json(epath.Path(workdir) / CONFIG_FILE, current)
+
+
+def _check_workdir(workdir: epath.Path, current: dict) -> None:
+  """Raises UserError unless `workdir` (created if missing) is writable and free for `current`."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
     # Creating the directory can succeed where writing into it fails (a read-only mount, an
-    # existing directory of another user), so a file is written too.
-    fd, probe = tempfile.mkstemp(dir=workdir, prefix=_PROBE_PREFIX)
-    os.close(fd)
-    os.remove(probe)
+    # existing directory of another user), so a file is written too; a name of its own for
+    # each process that checks at the same time.
+    probe = workdir / f"{_PROBE_PREFIX}{uuid.uuid4().hex}"
+    probe.write_bytes(b"")
+    probe.unlink()
   except OSError as e:
     raise errors.UserError(f"workdir {workdir}: cannot write there ({e.strerror or e}); pass a "
                            "writable directory as --workdir") from e
-  current = report.to_python(config.to_dict())
   stored, source = _stored_config(workdir)
   if stored is not None and _has_outputs(workdir):
     difference = _first_difference(stored, current, "")
@@ -70,29 +89,34 @@ def claim_workdir(config, workdir: str) -> None:
           f"workdir {workdir} holds a run of a different config ({source}): config.{field} "
           f"was {before}, now {now}. Use a fresh --workdir, so that the two runs' checkpoints "
           f"and results do not mix (fields a rerun may change: {', '.join(RERUN_MAY_CHANGE)})")
-  report.write_json(os.path.join(workdir, CONFIG_FILE), current)
 
 
-def _stored_config(workdir: str) -> tuple[dict | None, str]:
+def _stored_config(workdir: epath.Path) -> tuple[dict | None, str]:
   """The config of the run in `workdir` and the file it came from; `(None, "")` if none."""
   for name, key in ((CONFIG_FILE, None), ("results.json", "config")):
-    path = os.path.join(workdir, name)
-    if not os.path.exists(path):
+    path = workdir / name
+    if not path.exists():
       continue
     try:
-      with open(path, encoding="utf-8") as f:
-        stored = json.load(f)
-      return (stored if key is None else stored[key]), path
+      stored = json.loads(path.read_text(encoding="utf-8"))
+      return (stored if key is None else stored[key]), str(path)
     except (ValueError, KeyError, TypeError) as e:
       raise errors.UserError(f"workdir {workdir}: cannot read the config of its run from {path} "
                              f"({type(e).__name__}: {e}); use a fresh --workdir") from e
   return None, ""
 
 
-def _has_outputs(workdir: str) -> bool:
-  """Whether `workdir` holds any file but config.json (checkpoints, metrics, results)."""
-  for directory, _, files in os.walk(workdir):
-    if any(f != CONFIG_FILE or directory != workdir for f in files):
+def _has_outputs(workdir: epath.Path) -> bool:
+  """Whether `workdir` holds any file but its own bookkeeping (checkpoints, metrics, results).
+
+  Bookkeeping: config.json, the temp file of a config.json write cut short by a crash, and the
+  write probes of other processes checking the workdir at the same moment.
+  """
+  def bookkeeping(name):
+    return name == CONFIG_FILE or name.startswith((f".{CONFIG_FILE}.", _PROBE_PREFIX))
+
+  for directory, _, files in workdir.walk():
+    if any(directory != workdir or not bookkeeping(f) for f in files):
       return True
   return False
 
@@ -137,6 +161,8 @@ def _validate_one(c) -> None:
   _name(c, "train.optimizer", ("adam", "sgd"))
   _name(c, "train.schedule", ("constant", "cosine"))
   _name(c, "train.teacher", ("step", "cache"))
+  if "compute_dtype" in c.train:
+    _name(c, "train.compute_dtype", models.COMPUTE_DTYPES)
   _int(c, "train.batch_size", 1)
   _int(c, "train.steps", 0)
   _int(c, "train.log_every", 1)
@@ -149,6 +175,9 @@ def _validate_one(c) -> None:
   _int(c, "eval.draws", 1)
   _int(c, "eval.batch_size", 1)
   # Optional sections (configs/common.py documents them); a config without them skips them.
+  for flag in ("restored", "zeroshot"):
+    if flag in c.eval and not isinstance(c.eval[flag], bool):
+      raise ValueError(f"config.eval.{flag}: must be True or False, got {c.eval[flag]!r}")
   if c.eval.get("data") and c.eval.data.name:
     _str(c, "eval.data.split")
   for name in (c.get("transfer") or {}):

@@ -6,7 +6,10 @@ and at the end, so rerunning the same command resumes from the last checkpoint.
 
 SIGTERM (how cluster and TPU preemption arrives) ends training cleanly: the step in flight
 completes, its state is checkpointed and `Preempted` is raised; `rrjax.main` turns that into
-exit status 143, and the same command resumes from that checkpoint.
+exit status 143, and the same command resumes from that checkpoint. In a multi-process run the
+notice may reach the processes at different steps, or only some of them; JAX's preemption
+service (`rrjax.distributed.reached_preemption_point`) names one step at which all of them
+checkpoint together and stop.
 """
 
 import contextlib
@@ -21,7 +24,7 @@ import jax.numpy as jnp
 from absl import logging
 from jax.sharding import Mesh
 
-from rrjax import sharding
+from rrjax import distributed, sharding
 from rrjax.checkpoint import Checkpointer
 from rrjax.report import MetricsLog
 from rrjax.train_state import TrainState
@@ -69,7 +72,7 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
   if step >= total_steps:
     return state
   window_start, window_step = time.perf_counter(), step
-  with _sigterm_received() as preempted:
+  with _preemption_notice() as preempted:
     for batch in batches:
       batch = sharding.global_batch({k: batch[k] for k in fields}, mesh)
       state, out = advance(state, batch)
@@ -100,12 +103,18 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
 
 
 @contextlib.contextmanager
-def _sigterm_received():
-  """Yields a function telling whether SIGTERM arrived since entry; restores the old handler.
+def _preemption_notice():
+  """Yields a function, called once per step, telling whether to checkpoint and stop now.
 
-  Python delivers signals to the main thread only, so elsewhere (a loop run from a worker
-  thread) SIGTERM keeps its previous meaning and the function always says no.
+  Under `jax.distributed` it is JAX's preemption service, which handles SIGTERM itself and
+  answers yes at the same step in every process. Otherwise it says whether SIGTERM arrived
+  since entry, with a handler of our own that is restored on exit; Python delivers signals to
+  the main thread only, so elsewhere (a loop run from a worker thread) SIGTERM keeps its
+  previous meaning and the function always says no.
   """
+  if distributed.uses_preemption_service():
+    yield distributed.reached_preemption_point
+    return
   if threading.current_thread() is not threading.main_thread():
     yield lambda: False
     return

@@ -5,6 +5,15 @@ r"""rrjax entry point.
 
 Rerunning the same command resumes from the last checkpoints in `--workdir`.
 
+A run over several processes (hosts) starts one copy of the command per process, all with the
+same workdir (a shared file system or a `gs://` bucket):
+
+  python -m rrjax.main ... --distributed        # TPU pod, SLURM, Open MPI: detected by JAX
+  python -m rrjax.main ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
+
+The three settings default to the environment variables RRJAX_COORDINATOR_ADDRESS,
+RRJAX_NUM_PROCESSES and RRJAX_PROCESS_ID (`rrjax.distributed`).
+
 Exit status: 0 when the run completed; 2 for a user error (a bad config, input file, weights
 file or workdir; a diverged training), printed as one line `rrjax: error: <message>` without a
 traceback (`--traceback` or RRJAX_TRACEBACK=1 shows it); 143 (128 + SIGTERM) when SIGTERM
@@ -18,7 +27,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rrjax import errors, loop, pipeline
+from rrjax import distributed, errors, loop, pipeline
 
 # What a user's config, files or paths raise; everything else is a programming error.
 # CheckpointError and UnsafeWeightsError (unreadable or unsafe weights) are ValueErrors.
@@ -33,6 +42,14 @@ config_flags.DEFINE_config_file("config", None, "Python config file (and :argume
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the report.")
 flags.DEFINE_bool("traceback", False, "Show the traceback of user errors too (also: "
                   "environment variable RRJAX_TRACEBACK=1).")
+flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 in a multi-process "
+                    f"run (default: ${distributed.ENV_COORDINATOR_ADDRESS}).")
+flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run (default: "
+                     f"${distributed.ENV_NUM_PROCESSES}).")
+flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) "
+                     f"(default: ${distributed.ENV_PROCESS_ID}).")
+flags.DEFINE_bool("distributed", False, "Join a multi-process run, detecting what the three "
+                  "flags above leave unset (TPU pod, SLURM, Open MPI).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -48,12 +65,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietCheckpointer())
+  f = flags.FLAGS
   try:
-    pipeline.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
+    distributed.maybe_initialize(
+        *distributed.resolve(f.coordinator_address, f.num_processes, f.process_id),
+        auto=f.distributed)
+    pipeline.train_and_evaluate(f.config, f.workdir)
   except loop.Preempted as e:
     _exit(PREEMPTED_STATUS, f"rrjax: {e}")
   except USER_ERRORS as e:
-    if flags.FLAGS.traceback or os.environ.get("RRJAX_TRACEBACK", "") not in ("", "0"):
+    if f.traceback or os.environ.get("RRJAX_TRACEBACK", "") not in ("", "0"):
       raise
     _exit(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}")
 

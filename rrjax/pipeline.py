@@ -9,23 +9,31 @@
 
 Rows: `teacher_clean` (frozen teacher + probe on clean images: the ceiling),
 `teacher_corrupted` (frozen teacher + probe fitted on corrupted images: the naive approach),
-`ours` (robust student + probe) and `baseline` (fine-tuned end to end), when enabled.
-Hyperparameters of the probes are chosen on `data.val_split`, never on the test split.
+`ours` (robust student + probe) and `baseline` (fine-tuned end to end), when enabled; with
+`eval.restored`, `restored` (the pixel-space route: classical restoration of A(x), see
+`restoration.py`, then the frozen teacher + probe fitted on restored images); with
+`eval.zeroshot` (a CLIP teacher, `zeroshot.TEACHERS`), `zeroshot` (the student's embeddings
+against the text tower's class prompts, no probe and no labels: the same accuracy at every
+label fraction) and `teacher_zeroshot` (the frozen teacher's, on the same corrupted images).
+Hyperparameters of the probes are chosen on `data.val_split`, never on the test split. Every
+row carries its `experiment` name and `loss`. The teacher rows depend only on the operators,
+the splits and the probe settings: experiments that share them (a loss ablation) share one
+computation.
 
 Two optional evaluations reuse the trained encoders (paper Tables 2 and 3):
   * label shift, `eval.data.name`: the probes and baseline fitted on `data.*` are also scored
     on `eval.data.split` of that dataset, whose labels are in the training label space (same
     classes, same order); its rows carry `dataset=<eval.data.name>` (`<name>:<split>` when it
     is `data.name` itself).
-  * transfer, `transfer.<key>`: after training, `teacher_clean`, `teacher_corrupted` and `ours`
+  * transfer, `transfer.<key>` (an experiment may override `transfer` with a subset, `{}` for
+    none): after training, `teacher_clean`, `teacher_corrupted` and `ours`
     probes are fitted on the key's dataset (corrupted by `train.corruption`, as on `data.*`) and
-    scored on its test split; rows carry `dataset=<key>`. The baseline has no transfer rows:
-    the paper's Table 2 probes its fine-tuned encoder's features, which needs the fine-tuned
-    backbone without its head, not implemented here.
+    scored on its test split; rows carry `dataset=<key>`. The baseline's transfer rows probe
+    the features of its fine-tuned encoder without its head (the one fine-tuned with the
+    largest label fraction), like the student's; they carry `backbone_label_fraction`.
 """
 
 import dataclasses
-import glob
 import json
 import os
 import time
@@ -33,9 +41,10 @@ import time
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
 from rrjax import (baseline, configuration, corruptions, data, evaluate, experiment, models,
-                   probe, report, sharding, train)
+                   probe, report, restoration, sharding, train)
 
 
 class Timer:
@@ -74,13 +83,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   clean = {k: features(teacher, teacher_vars, k) for k in arrays}
   timer.add("teacher_features", t)
 
-  rows = []
+  classifier = _zeroshot_classifier(config, sources["train"].class_names)
+  rows, shared = [], {}
   for name, rc in experiment.expand(config):
     logging.info("experiment %s: train %s, eval %s", name, rc.train.corruption,
                  list(rc.eval.corruptions))
-    rows += _run_experiment(rc, os.path.join(workdir, name), mesh=mesh, teacher=teacher,
+    rows += _run_experiment(rc, name, os.path.join(workdir, name), mesh=mesh, teacher=teacher,
                             teacher_vars=teacher_vars, sources=sources, arrays=arrays,
-                            clean=clean, features=features, tasks=tasks, timer=timer)
+                            clean=clean, features=features, tasks=tasks, timer=timer,
+                            classifier=classifier, shared=shared)
 
   metrics = _merge_metrics(workdir, [n for n, _ in experiment.expand(config)])
   results = report.write_results(workdir, config.to_dict(), rows, timer.summary())
@@ -145,9 +156,37 @@ def _load_sources(config) -> tuple[dict, list[_Task]]:
   return sources, tasks
 
 
-def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays, clean,
-                    features, tasks, timer):
-  os.makedirs(rundir, exist_ok=True)
+def _zeroshot_classifier(config, class_names) -> np.ndarray | None:
+  """The `[D, C]` text head of `eval.zeroshot`, from the teacher's own CLIP checkpoint."""
+  if not config.eval.get("zeroshot", False):
+    return None
+  from rrjax import zeroshot  # Imports transformers' text tower: only when asked for.
+  name = config.teacher.name
+  if name not in zeroshot.TEACHERS:
+    raise ValueError(f"config.eval.zeroshot needs a CLIP teacher with a text tower "
+                     f"({', '.join(sorted(zeroshot.TEACHERS))}); teacher.name is {name!r}")
+  if config.teacher.weights == "random":
+    raise ValueError("config.eval.zeroshot needs the teacher's CLIP checkpoint (its text "
+                     "tower); teacher.weights is 'random'")
+  return zeroshot.classifier_for_teacher(
+      name, config.teacher.weights, class_names, config.eval.zeroshot_template,
+      tokenizer=config.eval.get("zeroshot_tokenizer") or None)
+
+
+def _teacher_key(rc) -> str:
+  """What the teacher rows of an experiment depend on, as a string."""
+  fields = {"train": rc.train.corruption, "eval": list(rc.eval.corruptions),
+            "draws": rc.eval.draws, "probe": rc.probe.to_dict(), "seed": rc.seed,
+            "restored": bool(rc.eval.get("restored", False)), "transfer": sorted(rc.transfer),
+            "stages": list(rc.stages)}
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _run_experiment(rc, name, rundir, *, mesh, teacher, teacher_vars, sources, arrays, clean,
+                    features, tasks, timer, classifier, shared):
+  epath.Path(rundir).mkdir(parents=True, exist_ok=True)  # Local or a bucket (gs://).
+  # An experiment may drop transfer datasets (`"transfer": {}` in its overrides).
+  tasks = [t for t in tasks if not t.prefix or t.prefix.split("/")[1] in rc.transfer]
   metrics_path = os.path.join(rundir, "metrics.jsonl")
   op_train = corruptions.build(rc.train.corruption)
   labels = {k: a[1] for k, a in arrays.items()}
@@ -155,19 +194,23 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
   subsets = {(task.prefix, f): probe.label_fraction_indices(labels[task.key("train")], f,
                                                             task.num_classes, rc.seed)
              for task in tasks for f in fractions}
-  base = {"train_corruption": str(op_train)}
+  base = {"experiment": name, "loss": rc.train.loss, "train_corruption": str(op_train)}
   rows = []
 
-  def probe_rows(method, module, variables, task):
-    """Probes on corrupted-train features at each fraction, evaluated over the eval draws."""
+  def probe_rows(method, module, variables, task, wrap=lambda op: op, extra=None):
+    """Probes on corrupted-train features at each fraction, evaluated over the eval draws.
+
+    `wrap(op)`: the operator the encoder sees for operator `op` (the restored route wraps it).
+    """
     t = time.perf_counter()
     train_key, val_key = task.key("train"), task.key("val")
     sub = {f: subsets[task.prefix, f] for f in fractions}
     keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
             for d in range(rc.probe.feature_draws if op_train.random else 1)]
-    train_feats = [features(module, variables, train_key, op_train, k) for k in keys]
+    seen = wrap(op_train)
+    train_feats = [features(module, variables, train_key, seen, k) for k in keys]
     hparams = _select(rc, train_feats, labels[train_key],
-                      features(module, variables, val_key, op_train, jax.random.key(rc.seed + 1)),
+                      features(module, variables, val_key, seen, jax.random.key(rc.seed + 1)),
                       labels[val_key], task.num_classes)
     probes = {f: _fit(rc, [x[sub[f]] for x in train_feats], labels[train_key][sub[f]],
                       task.num_classes, hparams) for f in fractions}
@@ -179,34 +222,68 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
         op = corruptions.build(spec)
         accs = {f: [] for f in fractions}
         for key in evaluate.draw_keys(rc.seed, str(op), rc.eval.draws if op.random else 1):
-          test_feats = features(module, variables, test, op, key)
+          test_feats = features(module, variables, test, wrap(op), key)
           for f in fractions:
             accs[f].append(probe.accuracy(probes[f], test_feats, labels[test]))
         out += [dict(base, dataset=dataset, method=method, eval_corruption=str(op),
-                     label_fraction=f, probe=hparams, **evaluate.summarize(accs[f]))
+                     label_fraction=f, probe=hparams, **(extra or {}),
+                     **evaluate.summarize(accs[f]))
                 for f in fractions]
     timer.add("evaluate", t)
     return out
 
-  # The ceiling: the frozen teacher with a probe fitted and tested on clean images.
-  t = time.perf_counter()
-  for task in tasks:
-    train_key, val_key = task.key("train"), task.key("val")
-    hparams = _select(rc, [clean[train_key]], labels[train_key], clean[val_key], labels[val_key],
-                      task.num_classes)
-    for f in fractions:
-      sub = subsets[task.prefix, f]
-      p = _fit(rc, [clean[train_key][sub]], labels[train_key][sub], task.num_classes, hparams)
-      for dataset, test in task.tests:
-        acc = probe.accuracy(p, clean[test], labels[test])
-        rows.append(dict(base, dataset=dataset, method="teacher_clean",
-                         eval_corruption="identity", label_fraction=f, probe=hparams,
-                         **evaluate.summarize([acc])))
-  timer.add("probe", t)
+  def zeroshot_rows(method, module, variables):
+    """Top-1 of the text head on the encoder's embeddings of corrupted test images."""
+    t = time.perf_counter()
+    out = []
+    for dataset, test in tasks[0].tests:
+      for spec in rc.eval.corruptions:
+        op = corruptions.build(spec)
+        accs = [_top1(np.asarray(zeroshot_logits(features(module, variables, test, op, key),
+                                                 classifier)), labels[test])
+                for key in evaluate.draw_keys(rc.seed, str(op),
+                                              rc.eval.draws if op.random else 1)]
+        out += [dict(base, dataset=dataset, method=method, eval_corruption=str(op),
+                     label_fraction=f, **evaluate.summarize(accs)) for f in fractions]
+    timer.add("evaluate", t)
+    return out
 
-  if "probe" in rc.stages:
+  def teacher_rows():
+    """The ceiling (probe fitted and tested on clean images), the naive and restored routes."""
+    out = []
+    t = time.perf_counter()
     for task in tasks:
-      rows += probe_rows("teacher_corrupted", teacher, teacher_vars, task)
+      train_key, val_key = task.key("train"), task.key("val")
+      hparams = _select(rc, [clean[train_key]], labels[train_key], clean[val_key],
+                        labels[val_key], task.num_classes)
+      for f in fractions:
+        sub = subsets[task.prefix, f]
+        p = _fit(rc, [clean[train_key][sub]], labels[train_key][sub], task.num_classes, hparams)
+        for dataset, test in task.tests:
+          acc = probe.accuracy(p, clean[test], labels[test])
+          out.append(dict(base, dataset=dataset, method="teacher_clean",
+                          eval_corruption="identity", label_fraction=f, probe=hparams,
+                          **evaluate.summarize([acc])))
+    timer.add("probe", t)
+    if "probe" in rc.stages:
+      for task in tasks:
+        out += probe_rows("teacher_corrupted", teacher, teacher_vars, task)
+        if rc.eval.get("restored", False):
+          out += probe_rows("restored", teacher, teacher_vars, task, wrap=restoration.Restored)
+    if classifier is not None:
+      out += zeroshot_rows("teacher_zeroshot", teacher, teacher_vars)
+    return out
+
+  if classifier is not None:
+    from rrjax.zeroshot import zeroshot_logits  # pylint: disable=g-import-not-at-top
+
+  teacher_key = _teacher_key(rc)
+  if teacher_key in shared:
+    # The same teacher rows as an earlier experiment's (e.g. a loss ablation): relabelled.
+    rows += [dict(r, **base) for r in shared[teacher_key]]
+  else:
+    rows += teacher_rows()
+    shared[teacher_key] = [dict(r) for r in rows]
 
   if "train" in rc.stages:
     student, student_vars = _student(rc, teacher, teacher_vars)
@@ -220,9 +297,12 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
     if "probe" in rc.stages:
       for task in tasks:
         rows += probe_rows("ours", student, student_vars, task)
+    if classifier is not None:
+      rows += zeroshot_rows("zeroshot", student, student_vars)
 
   if "baseline" in rc.stages and rc.baseline.enabled:
-    task = tasks[0]  # The baseline's head is in data.*'s label space (no transfer rows).
+    task = tasks[0]  # The baseline's head is in data.*'s label space.
+    backbone_vars = None
     for f in fractions:
       t = time.perf_counter()
       bdir = os.path.join(rundir, f"baseline_{f:g}")
@@ -230,6 +310,8 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
           rc, bdir, mesh=mesh, train_source=data.subset(sources["train"], subsets["", f]),
           num_classes=task.num_classes, metrics_path=os.path.join(bdir, "metrics.jsonl"))
       timer.add("baseline", t)
+      if f == max(fractions):
+        backbone_vars = variables
       t = time.perf_counter()
       for dataset, test in task.tests:
         for spec in rc.eval.corruptions:
@@ -240,7 +322,20 @@ def _run_experiment(rc, rundir, *, mesh, teacher, teacher_vars, sources, arrays,
           rows.append(dict(base, dataset=dataset, method="baseline", eval_corruption=str(op),
                            label_fraction=f, **evaluate.summarize(accs)))
       timer.add("evaluate", t)
+    if "probe" in rc.stages and len(tasks) > 1:
+      # Transfer: probes on the features of the encoder fine-tuned with the most labels.
+      encoder = _backbone(model)
+      for task in tasks[1:]:
+        rows += probe_rows("baseline", encoder, backbone_vars, task,
+                           extra={"backbone_label_fraction": max(fractions)})
   return rows
+
+
+def _backbone(model):
+  """The encoder of a `head="logits"` model: the same module and variables, `head="embed"`."""
+  if getattr(model, "head", None) != "logits":
+    raise TypeError(f"{type(model).__name__} has no `head` attribute set to 'logits'")
+  return model.clone(head="embed")
 
 
 def _student(rc, teacher, teacher_vars):
@@ -286,8 +381,11 @@ def _merge_metrics(workdir: str, names: list[str]) -> int:
   """Concatenates the experiments' metrics lines into `<workdir>/metrics.jsonl`."""
   lines = []
   for name in names:
-    for path in sorted(glob.glob(os.path.join(workdir, name, "**", "metrics.jsonl"),
-                                 recursive=True)):
+    # The student's log and its baselines' (`baseline_<fraction>/`): two levels, no
+    # recursive glob (which buckets do not support).
+    rundir = epath.Path(workdir, name)
+    found = [*rundir.glob("metrics.jsonl"), *rundir.glob("*/metrics.jsonl")]
+    for path in sorted(str(p) for p in found):
       for row in report.read_metrics(path):
         lines.append(json.dumps(dict(row, experiment=name), sort_keys=True))
   report.atomic_write(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for l in lines))

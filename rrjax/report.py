@@ -11,10 +11,14 @@ top-1 accuracy in percent over independent corruption draws (`REQUIRED_FIELDS`).
 `teacher_clean` (the ceiling), `teacher_corrupted`, `ours`, `baseline`, `zeroshot`, or any other
 name (e.g. a loss ablation), which is reported after those.
 
-Every file is written atomically (temp file in the same directory, fsync, rename), so neither a
-concurrent reader nor a crash sees a half-written output. Outputs depend only on the arguments:
-no timestamps, JSON keys sorted, rows and tables in the caller's order. Only one process (JAX
-process 0) should write.
+Every file is written atomically (temp file in the same directory, fsync, rename; on a bucket
+such as `gs://`, one upload, which appears whole or not at all), so neither a concurrent reader
+nor a crash, `kill -9` included, sees a half-written output. Outputs depend only on the
+arguments: no timestamps, JSON keys sorted, rows and tables in the caller's order.
+
+In a multi-process run only JAX process 0 writes (`rrjax.distributed.is_leader`): on the others
+every function here that writes returns without writing, after the same checks, so callers need
+no test of their own. Paths are local paths or URLs that `etils.epath` opens (`gs://...`).
 """
 
 import collections
@@ -30,20 +34,28 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
+from etils import epath
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
+from rrjax import distributed
+
 CEILING = "teacher_clean"
-METHOD_ORDER = ("teacher_clean", "teacher_corrupted", "ours", "baseline", "zeroshot")
+METHOD_ORDER = ("teacher_clean", "teacher_corrupted", "restored", "ours", "baseline",
+                "teacher_zeroshot", "zeroshot")
 REQUIRED_FIELDS = ("method", "dataset", "train_corruption", "eval_corruption", "label_fraction",
                    "top1_mean", "top1_std", "top1_stderr", "draws")
-_KEY_FIELDS = ("method", "dataset", "train_corruption", "eval_corruption", "label_fraction")
+# `experiment` (optional) tells apart sub-runs that share the others, e.g. a loss ablation.
+_KEY_FIELDS = ("experiment", "method", "dataset", "train_corruption", "eval_corruption",
+               "label_fraction")
 
 _COLUMN_NAMES = {
     "teacher_clean": "teacher (clean, ceiling)",
     "teacher_corrupted": "teacher (corrupted)",
     "ours": "ours",
     "baseline": "baseline",
+    "restored": "restored + teacher",
+    "teacher_zeroshot": "teacher zero-shot",
     "zeroshot": "zero-shot",
 }
 _LEGEND = {
@@ -51,6 +63,10 @@ _LEGEND = {
     "teacher_corrupted": "frozen teacher + probe fitted on corrupted images (naive).",
     "ours": "robust student + probe on corrupted images.",
     "baseline": "encoder + linear head fine-tuned end to end on corrupted images.",
+    "restored": "classical restoration of the corrupted image (inpainting, Wiener filter), then "
+                "the frozen teacher + probe (the pixel-space route).",
+    "teacher_zeroshot": "frozen teacher's embeddings of corrupted images against the text "
+                        "prompts, no probe, no labels.",
     "zeroshot": "zero-shot classifier from text prompts (\"A photo of a {class}\"), no probe.",
 }
 # The operator name and the first number of a single-operator spec: "mask(0.95)" -> mask, 0.95.
@@ -60,18 +76,32 @@ _SEVERITY = re.compile(r"\s*([A-Za-z_]\w*)\s*\(\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[e
 # ----------------------------------------------------------------------------- files
 
 
+def is_local(path: str | os.PathLike) -> bool:
+  """Whether `path` is on a local (or mounted) file system, not a URL such as `gs://b/x`."""
+  return "://" not in os.fspath(path)
+
+
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
   """Replaces `path` with `data` (str as UTF-8) so that readers see the old or the new file.
 
-  The data goes to a temp file in the same directory (same file system, so the rename is
-  atomic), is fsynced, then renamed over `path`; on any error the temp file is removed and the
-  old file is left as it was. Parent directories are created.
+  Locally the data goes to a temp file in the same directory (same file system, so the rename
+  is atomic), is fsynced, then renamed over `path`; on any error the temp file is removed and
+  the old file is left as it was. A bucket has no atomic rename, but an object is replaced only
+  once its upload completes, so it is written in place. Parent directories are created. Only
+  the leader process writes (module docstring).
   """
+  if not distributed.is_leader():
+    return
+  if isinstance(data, str):
+    data = data.encode("utf-8")
+  if not is_local(path):
+    target = epath.Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return
   path = os.fspath(path)
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
-  if isinstance(data, str):
-    data = data.encode("utf-8")
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
   try:
     with os.fdopen(fd, "wb") as f:
@@ -130,31 +160,46 @@ class MetricsLog:
 
   Opening it truncates the log to the lines with `step <= resume_step` (none for a fresh run,
   `resume_step=0`): a run resumed from a checkpoint at step k has done steps 1..k, keeps their
-  lines and rewrites steps > k instead of duplicating them. With `run` set, only that run's lines (field `run`) are
-  truncated and every line gets `run`, so several runs can share one file.
+  lines and rewrites steps > k instead of duplicating them. With `run` set, only that run's
+  lines (field `run`) are truncated and every line gets `run`, so several runs can share one
+  file. A local file is appended to, and a line cut short by a crash is dropped when read; a
+  bucket object cannot be appended to, so it is rewritten whole at each line. On processes
+  other than the leader it reads and writes nothing.
   """
 
   def __init__(self, path: str | os.PathLike, resume_step: int = 0, run: str | None = None):
     self.path = os.fspath(path)
     self.run = run
+    self._file = self._lines = None
+    if not distributed.is_leader():
+      return
     kept = []
     for line, row in _metrics_lines(self.path):
       mine = run is None or row.get("run") == run
       if not mine or row.get("step", math.inf) <= resume_step:
         kept.append(line + "\n")
     atomic_write(self.path, "".join(kept))
-    self._file = open(self.path, "a", encoding="utf-8")
+    if is_local(self.path):
+      self._file = open(self.path, "a", encoding="utf-8")
+    else:
+      self._lines = kept
 
   def write(self, step: int, **fields) -> None:
     """Appends `{"step": step, **fields}` (plus `run`) and flushes it to the OS."""
     row = {"step": step, **fields}
     if self.run is not None:
       row.setdefault("run", self.run)
-    self._file.write(json.dumps(to_python(row), allow_nan=False) + "\n")
-    self._file.flush()
+    line = json.dumps(to_python(row), allow_nan=False) + "\n"
+    if self._file is not None:
+      self._file.write(line)
+      self._file.flush()
+    elif self._lines is not None:
+      self._lines.append(line)
+      atomic_write(self.path, "".join(self._lines))
 
   def close(self) -> None:
-    self._file.close()
+    if self._file is not None:
+      self._file.close()
 
   def __enter__(self) -> "MetricsLog":
     return self
@@ -169,11 +214,9 @@ def _metrics_lines(path: str) -> list[tuple[str, dict]]:
   A last line without its newline that does not parse is a write cut short by a crash and is
   skipped; a bad line anywhere else is corruption and raises ValueError.
   """
-  if not os.path.exists(path):
+  if not epath.Path(path).exists():
     return []
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
-  lines = text.split("\n")
+  lines = epath.Path(path).read_text(encoding="utf-8").split("\n")
   out = []
   for i, line in enumerate(lines):
     if not line.strip():
@@ -245,7 +288,7 @@ def _check_rows(rows: Sequence[Mapping]) -> None:
   seen = set()
   for row in rows:
     validate_row(row)
-    key = tuple(row[f] for f in _KEY_FIELDS)
+    key = tuple(row.get(f) for f in _KEY_FIELDS)
     if key in seen:
       raise ValueError(f"two results rows for {dict(zip(_KEY_FIELDS, key))}")
     seen.add(key)
@@ -260,26 +303,36 @@ def write_results(workdir: str | os.PathLike, config: Mapping, rows: Sequence[Ma
 
   `<workdir>/results.json` is `{"config", "rows", "timing"}`. Plots without data are not
   written (and a stale one from an earlier call is removed): loss.png from the metrics file
-  (default `<workdir>/metrics.jsonl`), label_fraction.png, severity.png.
+  (default `<workdir>/metrics.jsonl`), label_fraction.png, severity.png, loss_ablation.png
+  (`ours` per training loss).
 
   Raises:
-    ValueError: for an invalid row or two rows for the same cell (before anything is written).
+    ValueError: for an invalid row or two rows for the same cell (before anything is written;
+      in every process). Processes other than the leader write nothing and return [].
   """
   _check_rows(rows)
-  workdir = os.fspath(workdir)
-  paths = [os.path.join(workdir, name) for name in ("results.json", "report.md")]
+  if not distributed.is_leader():
+    return []
+  workdir = epath.Path(workdir)
+  paths = [workdir / name for name in ("results.json", "report.md")]
   write_json(paths[0], {"config": config, "rows": rows, "timing": timing})
   atomic_write(paths[1], render_report(config, rows, timing))
   if metrics_path is None:
-    metrics_path = os.path.join(workdir, "metrics.jsonl")
+    metrics_path = workdir / "metrics.jsonl"
   plots = ((plot_loss, read_metrics(metrics_path), "loss.png"),
            (plot_label_fraction, rows, "label_fraction.png"),
-           (plot_severity, rows, "severity.png"))
+           (plot_severity, rows, "severity.png"),
+           (plot_per_loss, rows, "loss_ablation.png"))
   for plot, data, name in plots:
-    path = os.path.join(workdir, name)
+    path = workdir / name
     if plot(data, path):
       paths.append(path)
-  return paths
+  return [os.fspath(p) for p in paths]
+
+
+def _run(row: Mapping) -> tuple[str, str]:
+  """What tells a row's training run apart: its experiment (if named) and train corruption."""
+  return row.get("experiment") or "", row["train_corruption"]
 
 
 def _methods(rows: Iterable[Mapping]) -> list[str]:
@@ -379,9 +432,12 @@ def render_report(config: Mapping, rows: Sequence[Mapping], timing: Mapping) -> 
                    + (f": {_LEGEND[m]}" if m in _LEGEND else ""))
     lines.append("")
   lines += ["## Timing", ""] + _timing_table(timing) + [""]
-  tables = _group(rows, lambda r: (r["dataset"], r["train_corruption"]))
-  for (dataset, train), table_rows in tables.items():
-    lines += [f"## {dataset}, trained on `{train}`", "",
+  tables = _group(rows, lambda r: (r["dataset"], _run(r)))
+  for (dataset, _), table_rows in tables.items():
+    first = table_rows[0]
+    run = f"{first['experiment']}, " if first.get("experiment") else ""
+    loss = f", loss `{first['loss']}`" if first.get("loss") else ""
+    lines += [f"## {dataset}, {run}trained on `{first['train_corruption']}`{loss}", "",
               _draws_text(table_rows), ""]
     lines += _results_table(table_rows) + [""]
   lines += ["## Config", "", "```json",
@@ -416,8 +472,8 @@ def _save(fig: Figure, path: str) -> None:
 
 def _skip(path: str) -> bool:
   """No data for this plot: removes a stale file from an earlier call and returns False."""
-  if os.path.exists(path):
-    os.remove(path)
+  if distributed.is_leader() and epath.Path(path).exists():
+    epath.Path(path).unlink()
   return False
 
 
@@ -466,14 +522,14 @@ def plot_label_fraction(rows: Sequence[Mapping], path: str | os.PathLike) -> boo
   Only pairs with at least two label fractions get a panel; returns whether a plot was written.
   """
   path = os.fspath(path)
-  panels = _group(rows, lambda r: (r["dataset"], r["train_corruption"], r["eval_corruption"]))
+  panels = _group(rows, lambda r: (r["dataset"], _run(r), r["eval_corruption"]))
   panels = {k: v for k, v in panels.items() if len({r["label_fraction"] for r in v}) > 1}
   if not panels:
     return _skip(path)
   several_datasets = len({dataset for dataset, _, _ in panels}) > 1
   colors = _colors(_methods(rows))
   fig, axes = _panels(len(panels))
-  for ax, ((dataset, train, ev), panel_rows) in zip(axes, panels.items()):
+  for ax, ((dataset, (_, train), ev), panel_rows) in zip(axes, panels.items()):
     for method in _methods(panel_rows):
       points = sorted((r for r in panel_rows if r["method"] == method),
                       key=lambda r: r["label_fraction"])
@@ -512,7 +568,7 @@ def plot_severity(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
   path = os.fspath(path)
   parsed = [(r, parse_severity(r["eval_corruption"])) for r in rows]
   panels = _group([(r, s) for r, s in parsed if s is not None],
-                  lambda rs: (rs[0]["dataset"], rs[0]["train_corruption"], rs[1][0],
+                  lambda rs: (rs[0]["dataset"], _run(rs[0]), rs[1][0],
                               rs[0]["label_fraction"]))
   panels = {k: v for k, v in panels.items() if len({s for _, (_, s) in v}) > 1}
   if not panels:
@@ -520,7 +576,7 @@ def plot_severity(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
   several_datasets = len({k[0] for k in panels}) > 1
   colors = _colors(_methods(rows))
   fig, axes = _panels(len(panels))
-  for ax, ((dataset, train, op, fraction), entries) in zip(axes, panels.items()):
+  for ax, ((dataset, (name, train), op, fraction), entries) in zip(axes, panels.items()):
     for method in _methods(r for r, _ in entries):
       points = sorted(((s, r) for r, (_, s) in entries if r["method"] == method),
                       key=lambda sr: sr[0])
@@ -529,9 +585,45 @@ def plot_severity(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
     ax.set_xlabel(f"{op} severity (first parameter)")
     ax.set_ylabel("top-1 (%)")
     ax.set_title(f"{dataset}: " * several_datasets
-                 + f"train {train}, eval {op}(·), {format_fraction(fraction)} labels",
+                 + f"{name + ': ' if name else ''}train {train}, eval {op}(·), "
+                 + f"{format_fraction(fraction)} labels",
                  fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
+  _save(fig, path)
+  return True
+
+
+def plot_per_loss(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
+  """Figure 6: top-1 of `ours` per training loss, bars grouped by eval corruption.
+
+  A panel per (dataset, train corruption, label fraction) whose `ours` rows come from at least
+  two losses (rows carry `loss`); returns whether a plot was written.
+  """
+  path = os.fspath(path)
+  ours = [r for r in rows if r["method"] == "ours" and r.get("loss")]
+  panels = _group(ours, lambda r: (r["dataset"], r["train_corruption"], r["label_fraction"]))
+  panels = {k: v for k, v in panels.items() if len({r["loss"] for r in v}) > 1}
+  if not panels:
+    return _skip(path)
+  fig, axes = _panels(len(panels), width=6.0)
+  for ax, ((dataset, train, fraction), panel_rows) in zip(axes, panels.items()):
+    losses = list(dict.fromkeys(r["loss"] for r in panel_rows))
+    evals = list(dict.fromkeys(r["eval_corruption"] for r in panel_rows))
+    cells = {(r["loss"], r["eval_corruption"]): r for r in panel_rows}
+    width = 0.8 / len(losses)
+    for i, loss in enumerate(losses):
+      xs = [j + (i - (len(losses) - 1) / 2) * width for j, ev in enumerate(evals)
+            if (loss, ev) in cells]
+      found = [cells[loss, ev] for ev in evals if (loss, ev) in cells]
+      ax.bar(xs, [_float(r["top1_mean"]) for r in found], width,
+             yerr=[_float(r["top1_stderr"]) for r in found], capsize=2, label=loss,
+             color=f"C{i % 10}")
+    ax.set_xticks(range(len(evals)), evals, fontsize="small")
+    ax.set_ylabel("top-1 (%)")
+    ax.set_title(f"{dataset}: train {train}, {format_fraction(fraction)} labels, per loss",
+                 fontsize="medium")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small", ncols=min(len(losses), 5))
   _save(fig, path)
   return True

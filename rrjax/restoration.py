@@ -134,3 +134,35 @@ def build_restorer(spec: str, **kwargs):
   """`fn(images) -> images` restoring the corruption `spec`; `kwargs` go to `restore`."""
   op = corruptions.build(spec)
   return lambda images: restore(op, images, **kwargs)
+
+
+class Restored:
+  """The pixel-space route as an operator: `Restored(A)(key, x) = restore(A, A(key, x))`.
+
+  It is hashable and compared by its operator, like `corruptions.Operator`, so it can stand in
+  for one where an operator is a static argument of `jax.jit` (`probe.extract_features`).
+  """
+
+  def __init__(self, op: Operator):
+    if not isinstance(op, Operator):
+      raise TypeError(f"Restored wraps a corruptions.Operator, got {type(op).__name__}")
+    self.op = op
+
+  def __call__(self, key: jax.Array, images: jax.Array) -> jax.Array:
+    """float `[B, H, W, C]` -> the restored corrupted images, same shape."""
+    return restore(self.op, self.op(key, images))
+
+  @property
+  def random(self) -> bool:
+    return self.op.random
+
+  def __str__(self) -> str:
+    return f"restored({self.op})"
+
+  __repr__ = __str__
+
+  def __hash__(self) -> int:
+    return hash(str(self))
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, Restored) and self.op == other.op

@@ -7,6 +7,11 @@ One step, for a global batch x of clean training views:
   3. s = S(y), the student in training mode (BatchNorm batch statistics),
   4. loss(normalize(s), normalize(t)) over the whole global batch (paper eq. 2 by default),
   5. one optimiser update of the student.
+
+Mixed precision (`compute_dtype="bfloat16"`): the teacher and student forwards (and the
+student's backward) compute in bfloat16 as `rrjax.models` describes; parameters, gradients,
+optimiser state, BatchNorm statistics, the embeddings s and t, their normalisation and the loss
+stay float32.
 """
 
 from typing import Callable
@@ -16,12 +21,13 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from rrjax import losses, sharding
+from rrjax import losses, models, sharding
 from rrjax.train_state import TrainState, apply_train, update
 
 
 def make_train_step(student, teacher, corruption: Callable, loss: str, temperature: float,
-                    tx: optax.GradientTransformation, teacher_in_batch: bool = False):
+                    tx: optax.GradientTransformation, teacher_in_batch: bool = False,
+                    compute_dtype="float32"):
   """Returns `step(state, teacher_vars, batch, key) -> (state, metrics)` (not jitted).
 
   Args:
@@ -32,10 +38,15 @@ def make_train_step(student, teacher, corruption: Callable, loss: str, temperatu
     tx: the optimiser.
     teacher_in_batch: read precomputed teacher embeddings from `batch["teacher"]` `[B, D]`
       instead of running the teacher.
+    compute_dtype: "float32" or "bfloat16" (`rrjax.models.COMPUTE_DTYPES`), the dtype the
+      teacher and student compute in; the variables are float32 either way.
 
   `batch["image"]` is float32 `[B, H, W, C]` in [0, 1]; `key` is the run's training key.
   """
   loss_fn = losses.get(loss)
+  student = models.with_dtype(student, compute_dtype)
+  if not teacher_in_batch:
+    teacher = models.with_dtype(teacher, compute_dtype)
 
   def step(state: TrainState, teacher_vars, batch: dict, key: jax.Array):
     images = batch["image"]

@@ -45,11 +45,14 @@ def embeddings(config, teacher, teacher_vars, source, mesh) -> np.ndarray:
 def compute(teacher, teacher_vars, source, mesh, batch_size: int) -> np.ndarray:
   """`[len(source), D]` float32 teacher embeddings of the eval views, batch-sharded on `mesh`."""
   sharding.check_batch_size(batch_size, mesh, "eval.batch_size")
+  # Replicated outputs: every process reads the whole global batch's embeddings back.
   apply = jax.jit(lambda v, x: teacher.apply(v, x, train=False),
-                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
+                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                  out_shardings=sharding.replicated(mesh))
   variables = sharding.replicate(teacher_vars, mesh)
   parts = []
   for batch in data.batches(source, batch_size, train=False, seed=0):
     out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
-    parts.append(np.asarray(jax.device_get(out))[batch["mask"]])
-  return np.concatenate(parts).astype(np.float32)
+    parts.append(np.asarray(jax.device_get(out)))
+  # Global batches hold the examples in order; only the last one is padded, at its end.
+  return np.concatenate(parts)[:len(source)].astype(np.float32)

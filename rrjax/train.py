@@ -4,7 +4,7 @@ import os
 
 import jax
 
-from rrjax import corruptions, data, loop, sharding, step as step_lib, teacher_cache
+from rrjax import corruptions, data, loop, models, sharding, step as step_lib, teacher_cache
 from rrjax.checkpoint import Checkpointer
 from rrjax.report import MetricsLog
 from rrjax.train_state import TrainState, make_optimizer, make_schedule
@@ -14,7 +14,9 @@ def train_student(config, workdir: str, *, mesh, teacher, teacher_vars, student,
                   student_vars, train_source, metrics_path: str) -> dict:
   """Trains the student on `train_source` and returns its final variables (host arrays).
 
-  Resumes from `<workdir>/checkpoints` when a checkpoint is there.
+  Resumes from `<workdir>/checkpoints` when a checkpoint is there. The step computes in
+  `train.compute_dtype` (float32 or bfloat16; parameters, optimiser state and the loss are
+  float32 either way); the teacher cache, like every evaluation, is computed in float32.
 
   Args:
     config: the run's ConfigDict (fields `train.*`, `data.*`, `seed`).
@@ -26,6 +28,7 @@ def train_student(config, workdir: str, *, mesh, teacher, teacher_vars, student,
     metrics_path: the metrics.jsonl file.
   """
   tc = config.train
+  models.compute_dtype(tc.compute_dtype, "config.train.compute_dtype")
   sharding.check_batch_size(tc.batch_size, mesh, "train.batch_size")
   schedule = make_schedule(tc.lr, tc.schedule, tc.steps, tc.warmup_steps)
   tx = make_optimizer(tc.optimizer, schedule, tc.weight_decay)
@@ -37,7 +40,8 @@ def train_student(config, workdir: str, *, mesh, teacher, teacher_vars, student,
   cached = tc.teacher == "cache"
   step_fn = step_lib.jit_train_step(
       step_lib.make_train_step(student, teacher, corruptions.build(tc.corruption), tc.loss,
-                               tc.temperature, tx, teacher_in_batch=cached), mesh)
+                               tc.temperature, tx, teacher_in_batch=cached,
+                               compute_dtype=tc.compute_dtype), mesh)
   key = jax.random.fold_in(jax.random.key(config.seed), 1)
   teacher_arg = None if cached else sharding.replicate(teacher_vars, mesh)
   batches = data.batches(train_source, tc.batch_size, train=True, seed=config.seed,

@@ -16,7 +16,7 @@ HELPERS = {"common"}
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(pipeline_util.REPO, "configs", "*.py")))
 CONFIGS = [n for n in CONFIGS if n not in HELPERS]
-PAPER = [n for n in CONFIGS if n != "demo"]
+PAPER = [n for n in CONFIGS if n not in ("demo", "demo_suite")]
 METHODS = {"teacher_clean", "teacher_corrupted", "ours", "baseline"}
 
 
@@ -82,15 +82,17 @@ def folder(tmp_path_factory):
 def _check_results(workdir: str, config):
   results = json.load(open(os.path.join(workdir, "results.json")))
   rows = results["rows"]
+  runs = experiment.expand(config)
   methods = set(METHODS)
-  if not config.baseline.enabled:
+  if not any(run.baseline.enabled for _, run in runs):
     methods.discard("baseline")
+  if config.eval.restored:
+    methods.add("restored")
   assert {r["method"] for r in rows} == methods
-  (_, run), = experiment.expand(config)
-  evals = {r["eval_corruption"] for r in rows if r["method"] == "ours"}
-  assert len(evals) == len(run.eval.corruptions)
-  fractions = {r["label_fraction"] for r in rows if r["method"] == "ours"}
-  assert fractions == {float(f) for f in run.probe.label_fractions}
+  for name, run in runs:
+    ours = [r for r in rows if r["method"] == "ours" and r["experiment"] == name]
+    assert len({r["eval_corruption"] for r in ours}) == len(run.eval.corruptions)
+    assert {r["label_fraction"] for r in ours} == {float(f) for f in run.probe.label_fractions}
 
 
 def test_smoke_through_main(folder, tmp_path, monkeypatch):
@@ -108,9 +110,15 @@ def test_smoke_through_main(folder, tmp_path, monkeypatch):
 
 # One smoke per kind of config: Table 1's other configs differ from mask90 only in the operator.
 @pytest.mark.parametrize("name", ["blur37", "labelfrac", "noisemany", "lossablation", "crossop",
-                                  "transfer", "labelshift"])
+                                  "transfer", "labelshift", "demo_suite"])
 def test_smoke_runs_end_to_end(name, folder, tmp_path, monkeypatch):
   monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
   c = pipeline_util.load_config(name, "smoke")
   pipeline.train_and_evaluate(c, str(tmp_path))
   _check_results(str(tmp_path), c)
+  if name == "demo_suite":
+    rows = json.load(open(os.path.join(tmp_path, "results.json")))["rows"]
+    # The loss-ablation experiment drops the transfer set; the known-operator one keeps it.
+    assert {r["experiment"] for r in rows if r["dataset"] == "mnist"} == {"mask90"}
+    assert {(r["experiment"], r["loss"]) for r in rows} == {("mask90", "st"),
+                                                             ("loss_mse", "mse")}

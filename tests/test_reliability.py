@@ -101,6 +101,8 @@ _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | 
      "config.stages: unknown stage 'fly'; allowed: train, probe, baseline, evaluate"),
     ({"only": "nope"}, "config.only: no experiment named 'nope'; names: mask"),
     ({"mesh.data": 2}, "config.mesh.data: 2 devices, but only 1 are visible"),
+    ({"train.compute_dtype": "float16"},
+     "config.train.compute_dtype: 'float16' not one of float32, bfloat16"),
 ])
 def test_bad_config_field_is_named_with_the_allowed_values(folder, overrides, message):
   with pytest.raises(ValueError) as info:

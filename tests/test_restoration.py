@@ -71,3 +71,19 @@ def test_jit_equals_eager(spec):
 def test_unknown_operator_raises():
   with pytest.raises(TypeError, match="no restoration"):
     restoration.restore(object(), jnp.zeros((1, 4, 4, 3)))
+
+
+def test_restored_operator_is_restore_after_the_operator():
+  op = corruptions.build("mask(0.5)")
+  wrapped = restoration.Restored(op)
+  x = jnp.asarray(smooth_images(2, 16))
+  key = jax.random.key(3)
+  np.testing.assert_array_equal(wrapped(key, x), restoration.restore(op, op(key, x)))
+  assert wrapped.random and str(wrapped) == "restored(mask(0.5))"
+  # Hashable and compared by operator: usable as a static jit argument.
+  assert wrapped == restoration.Restored(corruptions.build("mask(0.5)"))
+  assert hash(wrapped) == hash(restoration.Restored(op))
+  assert wrapped != restoration.Restored(corruptions.build("mask(0.9)"))
+  assert not restoration.Restored(corruptions.build("blur(5,1)")).random
+  with pytest.raises(TypeError, match="Operator"):
+    restoration.Restored("mask(0.5)")

@@ -3,9 +3,10 @@
 import json
 import os
 
+import numpy as np
 import pytest
 
-from rrjax import experiment, pipeline, probe
+from rrjax import experiment, models, pipeline, probe
 from tests import pipeline_util
 
 PROBED = {"teacher_clean", "teacher_corrupted", "ours"}
@@ -45,15 +46,35 @@ def test_transfer_and_label_shift_rows(folders, tmp_path, monkeypatch):
   assert methods(train) == PROBED | {"baseline"}
   # Label shift: every method trained on the training data, scored on the other images.
   assert methods(shift) == PROBED | {"baseline"}
-  # Transfer: probes only (no baseline rows), every eval corruption and label fraction.
+  # Transfer: probes on every encoder, the fine-tuned baseline's without its head included,
+  # at every eval corruption and label fraction.
   (_, run), = experiment.expand(c)
+  fractions = run.probe.label_fractions
   for name in ("four", "three"):
-    assert methods(name) == PROBED, name
-    ours = [r for r in rows if r["dataset"] == name and r["method"] == "ours"]
-    assert len(ours) == len(run.eval.corruptions) * len(run.probe.label_fractions), name
+    assert methods(name) == PROBED | {"baseline"}, name
+    for method in ("ours", "baseline"):
+      got = [r for r in rows if r["dataset"] == name and r["method"] == method]
+      assert len(got) == len(run.eval.corruptions) * len(fractions), (name, method)
+    backbone = {r["backbone_label_fraction"] for r in rows
+                if r["dataset"] == name and r["method"] == "baseline"}
+    assert backbone == {max(fractions)}
   # Each probe is sized for the labels of the dataset it is fitted on.
   assert {n for n, _ in fitted} == {3, 4}
   assert all(top < n for n, top in fitted)
+
+
+def test_baseline_backbone_is_the_fine_tuned_encoder_without_head():
+  model, variables = models.load("tiny_cnn", pretrained=False, head="logits", num_classes=5)
+  images = np.random.default_rng(0).uniform(size=(3, 16, 16, 3)).astype(np.float32)
+  encoder = pipeline._backbone(model)
+  feats = encoder.apply(variables, images)
+  logits = model.apply(variables, images)
+  # tiny_cnn's classifier is Dense(relu(embedding)): recompute the logits from the features.
+  fc = variables["params"]["fc"]
+  np.testing.assert_allclose(np.maximum(np.asarray(feats), 0) @ fc["kernel"] + fc["bias"],
+                             logits, rtol=1e-5, atol=1e-5)
+  with pytest.raises(TypeError, match="head"):
+    pipeline._backbone(encoder)
 
 
 def test_label_shift_needs_the_training_classes(folders, tmp_path):

@@ -8,7 +8,17 @@ Every encoder module:
     and applies its own mean/std normalisation inside (corruptions act before, in pixel space);
   * returns `[B, module.embed_dim]` (not normalised) with `head="embed"`, or
     `[B, num_classes]` with `head="logits"` where the checkpoint has a classifier;
-  * with `train=True` and `mutable=["batch_stats"]` updates its BatchNorm statistics.
+  * with `train=True` and `mutable=["batch_stats"]` updates its BatchNorm statistics;
+  * has a `dtype` field, its compute dtype (see "Mixed precision" below).
+
+Mixed precision. `dtype=jnp.bfloat16` (`load(..., dtype="bfloat16")` or `with_dtype`) runs the
+convolutions, matmuls and activations in bfloat16 while the parameters stay float32 (cast to
+bfloat16 where used, so their gradients, and the optimiser state, are float32). BatchNorm and
+LayerNorm compute their statistics in float32 (BatchNorm's running averages are float32 too),
+the CLIP ResNet attention pool's softmax is float32 (the ViT tower's attention is transformers'
+Flax CLIP, bfloat16 throughout), and global pooling, the output layer (embedding projection or
+classifier) and the returned `[B, D]` are float32. The dtype changes no parameter, so one set
+of variables serves both precisions.
 
 Builders register themselves with `@register(name, native_resolution=..., embed_dim=...)`; the
 registry stays open for later families (CLIP towers).
@@ -17,6 +27,11 @@ registry stays open for later families (CLIP towers).
 import dataclasses
 import importlib
 from typing import Any, Callable
+
+import jax.numpy as jnp
+
+# Compute dtypes an encoder may run in (`config.train.compute_dtype`).
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 _REGISTRY: dict[str, "Entry"] = {}
 
@@ -73,7 +88,8 @@ def load(name: str, pretrained: bool = True, head: str = "embed", *, weights: st
     head: "embed" for the `[B, D]` embedding, "logits" for the checkpoint's classifier output.
     weights: optional path to a weights file or directory overriding the default source.
     **kwargs: encoder options, e.g. `resolution=64` (input size the encoder resizes to),
-      `embed_dim=128` and `num_classes=10` for the ResNet family, `seed=0`.
+      `embed_dim=128` and `num_classes=10` for the ResNet family, `seed=0`, `dtype="bfloat16"`
+      (compute dtype, one of `COMPUTE_DTYPES`; parameters stay float32).
 
   Returns:
     `(module, variables)`: a Flax module and its variables `{"params", "batch_stats"?}`.
@@ -81,10 +97,38 @@ def load(name: str, pretrained: bool = True, head: str = "embed", *, weights: st
   if head not in ("embed", "logits"):
     raise ValueError(f"head must be 'embed' or 'logits', got {head!r}")
   entry = info(name)
+  if "dtype" in kwargs:
+    kwargs["dtype"] = compute_dtype(kwargs["dtype"])
   if pretrained and not entry.has_pretrained and weights is None:
     raise ValueError(f"encoder {name!r} has no published weights: use pretrained=False or "
                      "pass weights=<path>")
   return entry.builder(pretrained=pretrained, head=head, weights=weights, **kwargs)
+
+
+def compute_dtype(name, field: str = "compute dtype") -> jnp.dtype:
+  """The compute dtype named `name` ("float32" or "bfloat16", or such a dtype).
+
+  Raises:
+    ValueError: `"<field>: 'float16' not one of float32, bfloat16"`.
+  """
+  try:
+    dtype = jnp.dtype(name)
+  except TypeError:
+    dtype = None
+  if dtype is None or dtype.name not in COMPUTE_DTYPES:
+    raise ValueError(f"{field}: {name!r} not one of {', '.join(COMPUTE_DTYPES)}")
+  return dtype
+
+
+def with_dtype(module, dtype):
+  """`module` computing in `dtype` (see `compute_dtype`); the same object if it already does.
+
+  Variables are shared between the two: the compute dtype changes no parameter.
+  """
+  dtype = compute_dtype(dtype)
+  if jnp.dtype(module.dtype) == dtype:
+    return module
+  return module.clone(dtype=dtype)
 
 
 def _import_builtin():
@@ -96,7 +140,8 @@ def load_from_config(section, head: str = "embed", **kwargs):
   """The encoder of a config section with fields `name`, `weights`, `resolution`.
 
   `weights`: "" for the packaged or published weights, "random" for a random initialisation
-  (tests and smoke runs), else a path to a weights file or directory.
+  (tests and smoke runs), else a path to a weights file or directory. `kwargs` go to `load`,
+  e.g. `dtype=config.train.compute_dtype`.
   """
   if section.resolution:
     kwargs.setdefault("resolution", section.resolution)

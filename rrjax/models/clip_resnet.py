@@ -93,6 +93,7 @@ class AttentionPool(nn.Module):
   The spatial mean is prepended to the H*W positions as token 0, a learned positional
   embedding `[H*W + 1, C]` is added, and token 0 alone queries all H*W + 1 tokens through
   `heads`-head attention with q/k/v projections; `c_proj` maps the attended query out.
+  Attention runs in `dtype` with a float32 softmax; `c_proj` and the output are float32.
   """
   heads: int
   out_features: int
@@ -117,7 +118,8 @@ class AttentionPool(nn.Module):
     # Softmax in float32: with bfloat16 compute the normaliser would lose most of its bits.
     weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
     out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, c)
-    return dense(self.out_features, name="c_proj")(out)
+    # The embedding is float32 whatever the compute dtype (module docs of rrjax.models).
+    return dense(self.out_features, dtype=jnp.float32, name="c_proj")(out.astype(jnp.float32))
 
 
 class ModifiedResNet(nn.Module):
@@ -133,7 +135,8 @@ class ModifiedResNet(nn.Module):
     head: "embed" for the embedding, "logits" for a `Dense(num_classes)` classifier on it
       (not part of CLIP: for supervised baselines).
     num_classes: classifier width, required with `head="logits"`.
-    dtype: compute dtype; parameters and the returned output are float32.
+    dtype: compute dtype of the tower (BatchNorm statistics, the attention softmax, the
+      output projection, the classifier, the parameters and the returned output are float32).
   """
   layers: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
@@ -165,8 +168,8 @@ class ModifiedResNet(nn.Module):
                        name=f"layer{stage + 1}_{i}")(x, train)
     x = AttentionPool(self.heads, self.embed_dim, self.dtype, name="attnpool")(x)
     if self.head == "logits":
-      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
-    return x.astype(jnp.float32)
+      x = nn.Dense(self.num_classes, name="fc")(x)
+    return x
 
 
 def check_resolution(resolution: int) -> None:
@@ -215,17 +218,9 @@ def visual_tensors(state: dict[str, np.ndarray], source: str = "state dict") -> 
   Raises:
     ValueError: the dict holds no `visual.` tensors (not a CLIP checkpoint).
   """
-  nested = "state_dict."
-  if any(key.startswith(nested) for key in state):
-    state = {key[len(nested):]: value for key, value in state.items() if key.startswith(nested)}
-  out = {}
-  for key, value in state.items():
-    # DistributedDataParallel prefixes every name with "module.".
-    name = key[len("module."):] if key.startswith("module.") else key
-    if name.startswith(_VISUAL) and not name.endswith(".num_batches_tracked"):
-      if name[len(_VISUAL):] in out:
-        raise ValueError(f"{source}: tensor {name!r} appears twice (with and without 'module.')")
-      out[name[len(_VISUAL):]] = value
+  keep = lambda name: (name[len(_VISUAL):] if name.startswith(_VISUAL)
+                       and not name.endswith(".num_batches_tracked") else None)
+  out = weights_io.select_tensors(state, keep, source=source)
   if not out:
     raise ValueError(f"{source}: no CLIP image-tower tensors (names starting with 'visual.'); "
                      f"found e.g. {sorted(state)[:5]}")

@@ -70,7 +70,9 @@ class VisionWithProjection(nn.Module):
   """The port's vision transformer + projection, PyTorch's `CLIPVisionModelWithProjection`.
 
   Maps normalised NHWC pixels `[B, image_size, image_size, C]` to `image_embeds`
-  `[B, projection_dim]` (not normalised).
+  `[B, projection_dim]` (not normalised, float32). The transformer computes in `dtype`; the
+  projection to the embedding is float32 whatever the compute dtype (module docs of
+  rrjax.models).
   """
   config: CLIPVisionConfig
   dtype: Any = jnp.float32
@@ -78,12 +80,12 @@ class VisionWithProjection(nn.Module):
   def setup(self):
     self.vision_model = FlaxCLIPVisionTransformer(self.config, dtype=self.dtype)
     self.visual_projection = nn.Dense(self.config.projection_dim, use_bias=False,
-                                      dtype=self.dtype,
+                                      dtype=jnp.float32,
                                       kernel_init=jax.nn.initializers.normal(0.02))
 
   def __call__(self, pixel_values: jax.Array, deterministic: bool = True) -> jax.Array:
     outputs = self.vision_model(pixel_values, deterministic=deterministic)
-    return self.visual_projection(outputs.pooler_output)
+    return self.visual_projection(outputs.pooler_output.astype(jnp.float32))
 
 
 class _FlaxVisionWithProjection(FlaxCLIPVisionPreTrainedModel):
@@ -101,7 +103,8 @@ class CLIPVisionEncoder(nn.Module):
     head: "embed" for the projected `image_embeds`, "logits" for a fresh `Dense(num_classes)`
       on them (fine-tuning baselines; CLIP has no classifier of its own).
     num_classes: classifier width for `head="logits"`.
-    dtype: compute dtype; parameters and the returned output are float32.
+    dtype: compute dtype of the transformer (the projection to the embedding, the
+      classifier, the parameters and the returned output are float32).
   """
   arch: tuple[tuple[str, Any], ...]
   resolution: int = 224
@@ -138,8 +141,8 @@ class CLIPVisionEncoder(nn.Module):
     x = VisionWithProjection(self.config, dtype=self.dtype, name="clip")(
         x, deterministic=not train)
     if self.head == "logits":
-      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
-    return x.astype(jnp.float32)
+      x = nn.Dense(self.num_classes, name="fc")(x)
+    return x
 
 
 def arch_of(config: CLIPVisionConfig) -> tuple[tuple[str, Any], ...]:

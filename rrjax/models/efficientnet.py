@@ -107,7 +107,8 @@ class EfficientNetLite0(nn.Module):
     num_classes: classifier width for `head="logits"`.
     depthwise_impl: 'auto', 'shifted' or 'lax', see `depthwise.depthwise_conv`.
     bn_momentum: BatchNorm running-average momentum in training mode (`BN_MOMENTUM`).
-    dtype: compute dtype; parameters and the returned output are float32.
+    dtype: compute dtype of the convolutions and BatchNorm outputs (BatchNorm statistics,
+      pooling, the classifier, the parameters and the returned output are float32).
   """
   resolution: int = 224
   head: str = "embed"
@@ -138,10 +139,12 @@ class EfficientNetLite0(nn.Module):
         index += 1
     x = conv(HEAD_WIDTH, (1, 1), name="conv_head")(x)
     x = jax.nn.relu6(norm(name="bn1")(x))
-    x = jnp.mean(x, axis=(1, 2))
+    # Pooling and the classifier in float32 whatever the compute dtype (rrjax.models' module
+    # docs): the losses normalise the embedding, and the logits feed a cross-entropy.
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.head == "logits":
-      x = nn.Dense(self.num_classes, dtype=self.dtype, kernel_init=_dense_init, name="fc")(x)
-    return x.astype(jnp.float32)
+      x = nn.Dense(self.num_classes, kernel_init=_dense_init, name="fc")(x)
+    return x
 
 
 # Flax leaf name -> (state-dict suffix, conversion from the PyTorch layout).

@@ -94,7 +94,8 @@ class ResNet(nn.Module):
     embed_dim: width of the embedding projection; None for the pooled width (512 or 2048).
     num_classes: classifier width for `head="logits"`.
     head: "embed" or "logits".
-    dtype: compute dtype; parameters and the returned output are float32.
+    dtype: compute dtype of the convolutions and BatchNorm outputs (BatchNorm statistics,
+      pooling, the output layer, the parameters and the returned output are float32).
   """
   stage_sizes: Sequence[int]
   block: Any
@@ -123,13 +124,13 @@ class ResNet(nn.Module):
       for i in range(num_blocks):
         stride = 2 if stage > 0 and i == 0 else 1
         x = self.block(64 * 2**stage, stride, self.dtype, name=f"layer{stage + 1}_{i}")(x, train)
-    x = jnp.mean(x, axis=(1, 2))
+    # Pooling and the output layer in float32 whatever the compute dtype (rrjax.models' module
+    # docs): the losses normalise the embedding, and the logits feed a cross-entropy.
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
     if self.head == "embed":
       width = self.features if self.embed_dim is None else self.embed_dim
-      x = nn.Dense(width, dtype=self.dtype, name="embed")(x)
-    else:
-      x = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x)
-    return x.astype(jnp.float32)
+      return nn.Dense(width, name="embed")(x)
+    return nn.Dense(self.num_classes, name="fc")(x)
 
 
 _ARCHS = {

@@ -7,6 +7,7 @@ without the cost of a real network. It has no published weights: a config uses i
 """
 
 import functools
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -17,21 +18,28 @@ from rrjax.models.preprocess import HALF, prepare
 
 
 class TinyCNN(nn.Module):
-  """Two conv-BN-ReLU layers, global average pool, a Dense embedding (or classifier)."""
+  """Two conv-BN-ReLU layers, global average pool, a Dense embedding (or classifier).
+
+  `dtype` is the convolutions' compute dtype; pooling, the Dense layers and the output are
+  float32 (the mixed-precision policy of `rrjax.models`).
+  """
   resolution: int = 16
   width: int = 16
   embed_dim: int = 32
   head: str = "embed"
   num_classes: int = 10
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images, train: bool = False):
-    """`[B, H, W, C]` in [0, 1] -> `[B, embed_dim]` (or `[B, num_classes]` logits)."""
-    x = prepare(images, self.resolution, HALF, HALF)
-    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9)
-    x = nn.relu(norm()(nn.Conv(self.width, (3, 3))(x)))
-    x = nn.relu(norm()(nn.Conv(2 * self.width, (3, 3), strides=2)(x)))
-    x = nn.Dense(self.embed_dim, name="embed")(x.mean(axis=(1, 2)))
+    """`[B, H, W, C]` in [0, 1] -> float32 `[B, embed_dim]` (or `[B, num_classes]` logits)."""
+    x = prepare(images, self.resolution, HALF, HALF).astype(self.dtype)
+    conv = functools.partial(nn.Conv, dtype=self.dtype)
+    norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
+                             dtype=self.dtype)
+    x = nn.relu(norm()(conv(self.width, (3, 3))(x)))
+    x = nn.relu(norm()(conv(2 * self.width, (3, 3), strides=2)(x)))
+    x = nn.Dense(self.embed_dim, name="embed")(x.astype(jnp.float32).mean(axis=(1, 2)))
     if self.head == "logits":
       x = nn.Dense(self.num_classes, name="fc")(nn.relu(x))
     return x
@@ -41,7 +49,8 @@ class TinyCNN(nn.Module):
 def build(pretrained, head, weights=None, **kwargs):
   """Random init (seed `kwargs["seed"]`), or `weights`: an .npz of Flax variables."""
   del pretrained
-  options = {k: kwargs[k] for k in ("resolution", "embed_dim", "num_classes") if k in kwargs}
+  options = {k: kwargs[k] for k in ("resolution", "embed_dim", "num_classes", "dtype")
+             if k in kwargs}
   module = TinyCNN(head=head, **options)
   dummy = jnp.zeros((1, module.resolution, module.resolution, 3), jnp.float32)
   init = jax.jit(functools.partial(module.init, train=False))

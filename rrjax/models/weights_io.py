@@ -105,3 +105,28 @@ def match_state_dict(state: dict, shapes: dict, torch_key, to_flax, *, source: s
                        f"{tuple(shapes[path])}; weights of another architecture?")
     flat[path] = value
   return traverse_util.unflatten_dict(flat)
+
+
+def select_tensors(state: dict, keep, *, source: str) -> dict:
+  """Tensors of a CLIP-style state dict whose unwrapped names pass `keep(name) -> str | None`.
+
+  Unwraps open_clip's training checkpoints (`{"state_dict": ...}`, read flat as
+  `state_dict.<name>`) and DistributedDataParallel's `module.` prefix, then keeps each tensor
+  under the name `keep` returns for it (None drops it).
+
+  Raises:
+    ValueError: naming `source` when a name appears both with and without `module.`.
+  """
+  nested = "state_dict."
+  if any(key.startswith(nested) for key in state):
+    state = {key[len(nested):]: value for key, value in state.items() if key.startswith(nested)}
+  out = {}
+  for key, value in state.items():
+    name = key[len("module."):] if key.startswith("module.") else key
+    kept = keep(name)
+    if kept is None:
+      continue
+    if kept in out:
+      raise ValueError(f"{source}: tensor {name!r} appears twice (with and without 'module.')")
+    out[kept] = value
+  return out
