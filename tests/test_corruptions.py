@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.stats
 
 from rrjax import corruptions
 
@@ -100,6 +101,87 @@ def test_mask_range_counts_vary_within_bounds(key):
   np.testing.assert_array_equal(counts, op.sample(key, x.shape)["count"])
   assert len(set(counts.tolist())) > 1
   assert counts.min() >= int(256 * 0.5) and counts.max() <= int(256 * 0.95)
+
+
+def _rank_reference(keys, count):
+  """Marks the `count[b]` smallest keys of row b, ties by position: a stable argsort's ranks."""
+  order = np.argsort(keys, axis=1, kind="stable")
+  rank = np.empty_like(order)
+  np.put_along_axis(rank, order, np.arange(keys.shape[1])[None], axis=1)
+  return rank < count[:, None]
+
+
+@pytest.mark.parametrize("keys", ["uniform", "few values", "two values", "skewed"])
+def test_smallest_takes_exactly_the_count_smallest(keys):
+  rng = np.random.default_rng(0)
+  n = 300
+  draw = {
+      "uniform": lambda: rng.integers(0, 2**31, (16, n)),
+      "few values": lambda: rng.integers(0, 40, (16, n)),   # Ties at every threshold.
+      "two values": lambda: rng.choice([0, 2**31 - 1], (16, n)),
+      "skewed": lambda: (rng.uniform(size=(16, n))**12 * 2**31),  # Interpolation misleads.
+  }[keys]
+  values = np.asarray(draw(), np.uint32)
+  count = np.concatenate([[0, 1, n - 1, n], rng.integers(0, n + 1, 12)]).astype(np.int32)
+  got = np.asarray(jax.jit(corruptions._smallest)(values, count))
+  np.testing.assert_array_equal(got.sum(axis=1), count)
+  np.testing.assert_array_equal(got, _rank_reference(values, count))
+
+
+def test_threefry_matches_jax_and_known_answers():
+  from jax.extend.random import threefry_2x32
+  # Random123's known-answer vectors for Threefry-2x32-20.
+  for key, counter, expected in [
+      ((0, 0), (0, 0), (0x6B200159, 0x99BA4EFE)),
+      ((0xFFFFFFFF,) * 2, (0xFFFFFFFF,) * 2, (0x1CB996FC, 0xBB002BE7)),
+      ((0x13198A2E, 0x03707344), (0x243F6A88, 0x85A308D3), (0xC4923A9C, 0x483DF7A0))]:
+    got = corruptions._threefry2x32(*(jnp.uint32(v) for v in key + counter))
+    assert tuple(int(v) for v in got) == expected
+  rng = np.random.default_rng(0)
+  k = rng.integers(0, 2**32, 2, dtype=np.uint32)
+  x = rng.integers(0, 2**32, (2, 1000), dtype=np.uint32)
+  ours = jax.jit(corruptions._threefry2x32)(k[0], k[1], x[0], x[1])
+  np.testing.assert_array_equal(np.concatenate(ours), threefry_2x32(k, x.reshape(-1)))
+
+
+@pytest.mark.parametrize("spec", ["mask(0.9)", "mask(0.5,0.95)", "mask(0.25)"])
+def test_mask_positions_are_uniform_and_unstructured(spec, key):
+  # 4096 independent 8x8 masks. Each position is masked with the same frequency (chi-square
+  # over the 64 positions), and the count in the top half is hypergeometric given the image's
+  # count (mean and variance), which a sort- or stride-shaped bias would break.
+  op = corruptions.build(spec)
+  b, n = 4096, 64
+  x = jnp.ones((b, 8, 8, 1))
+  masked = np.asarray(op(key, x))[..., 0] == 0
+  counts = masked.sum(axis=(1, 2))
+  np.testing.assert_array_equal(counts, op.sample(key, x.shape)["count"])
+  p = counts.mean() / n
+  per_position = masked.sum(axis=0).reshape(-1)
+  # Positions of one image are negatively correlated (fixed total): n - 1 degrees of freedom.
+  chi2 = ((per_position - b * p)**2).sum() / (b * p * (1 - p)) * (n - 1) / n
+  assert scipy.stats.chi2.sf(chi2, n - 1) > 1e-4, chi2
+  top = masked[:, :4].sum(axis=(1, 2)).astype(np.float64)
+  mean = counts / 2
+  var = counts * (n - counts) / (4 * (n - 1))
+  z = (top - mean).sum() / np.sqrt(var.sum())
+  assert abs(z) < 5, z
+  # Sum of squared deviations over its expectation: about 1, relative error about 2.2%.
+  assert abs(((top - mean)**2).sum() / var.sum() - 1) < 0.15
+
+
+def test_corruption_of_an_image_does_not_depend_on_the_batch(key):
+  x = _images((8, 16, 16, 3))
+  for spec in SPECS["compose"]:  # Between them every operator, fixed and with a range.
+    op = corruptions.build(spec)
+    np.testing.assert_allclose(op(key, x[:3]), op(key, x)[:3], atol=1e-6, err_msg=spec)
+
+
+def test_noise_is_gaussian(key):
+  x = jnp.zeros((4, 32, 32, 3))
+  z = np.asarray(corruptions.build("noise(1)")(key, x)).reshape(-1)
+  # 12288 draws: Kolmogorov-Smirnov against N(0, 1), and images are not copies of each other.
+  assert scipy.stats.kstest(z, "norm").pvalue > 1e-4
+  assert abs(np.corrcoef(z[:3072], z[3072:6144])[0, 1]) < 0.06
 
 
 def test_noise_std_matches_sigma_and_is_unclipped(key):

@@ -3,6 +3,7 @@
 import itertools
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -83,3 +84,23 @@ def test_bad_arguments_raise():
     depthwise.depthwise_conv(x, kernel, 1, "SAME", impl="fast")
   with pytest.raises(ValueError, match="padding"):
     depthwise.depthwise_conv(x, kernel, 1, "same")
+
+
+def test_bfloat16_kernel_gradient_accumulates_in_float32():
+  # 4096 products per tap, 256 of them per pixel: summed in bfloat16 (8-bit mantissa) they
+  # would lose several % of the result; accumulated in float32 and rounded once, they stay
+  # within bfloat16's rounding.
+  kx, kk, kg = jax.random.split(jax.random.key(0), 3)
+  x = jax.random.normal(kx, (256, 4, 4, 4)).astype(jnp.bfloat16)
+  kernel = jax.random.normal(kk, (3, 3, 1, 4)).astype(jnp.bfloat16)
+  g = jax.random.normal(kg, (256, 4, 4, 4)).astype(jnp.bfloat16)
+
+  def kernel_grad(impl, dtype):
+    conv = lambda w: depthwise.depthwise_conv(x.astype(dtype), w, 1, "SAME", impl)
+    return jax.vjp(conv, kernel.astype(dtype))[1](g.astype(dtype))[0]
+
+  got = jax.jit(kernel_grad, static_argnums=(0, 1))("shifted", jnp.bfloat16)
+  want = jax.jit(kernel_grad, static_argnums=(0, 1))("lax", jnp.float32)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(np.asarray(got, np.float32), want,
+                             atol=2**-7 * float(np.abs(want).max()))

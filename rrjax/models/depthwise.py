@@ -3,12 +3,13 @@
 XLA's CPU backend lowers grouped convolutions with `feature_group_count == channels` very
 slowly: on two cores a 5x5 depthwise conv on [64, 32, 32, 96] takes ~0.3 s forward and ~1 s
 for its gradient. Written as k*k shifted, strided slices multiplied by one kernel tap each and
-summed, the same op takes ~12 ms and ~90 ms (`benchmarks/depthwise.py`), while on GPU/TPU the
-native grouped convolution (cuDNN, TPU conv units) is the better choice. `depthwise_conv`
-stages out both and lets `jax.lax.platform_dependent` pick one when the computation is
-lowered for a platform, so one jitted function is fast wherever it is compiled. The choice is
-resolved before XLA compiles, so the compiled code holds only the chosen formulation, also
-under `jax.grad` (checked with jax 0.10.2).
+summed, the same op takes ~14 ms and ~100 ms on two busy cores (`benchmarks/depthwise.py`;
+numbers in benchmarks/README.md), while on GPU/TPU the native grouped convolution (cuDNN, TPU
+conv units) is the better choice. `depthwise_conv` stages out both and lets
+`jax.lax.platform_dependent` pick one when the computation is lowered for a platform, so one
+jitted function is fast wherever it is compiled. The choice is resolved before XLA compiles, so
+the compiled code holds only the chosen formulation, also under `jax.grad` (checked with jax
+0.10.2).
 
 The shifted formulation's kernel gradient has a custom VJP (see `_shifted_bwd`), so 'auto' and
 'shifted' support reverse-mode differentiation (`jax.grad`, `jax.vjp`) but not `jax.jvp`;
@@ -110,9 +111,10 @@ def depthwise_conv_shifted(x: jax.Array, kernel: jax.Array, strides=1,
 
 
 def _taps(xp: jax.Array, kh: int, kw: int, strides: tuple[int, int], out_hw: tuple[int, int]):
-  """The kh*kw strided windows of padded `xp` that meet kernel tap (i, j), row-major order."""
+  """The kh*kw strided windows of padded `xp` `[..., H, W, C]` that meet kernel tap (i, j),
+  in row-major order, each `[..., Ho, Wo, C]`."""
   (sh, sw), (ho, wo) = strides, out_hw
-  return [xp[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
+  return [xp[..., i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw, :]
           for i in range(kh) for j in range(kw)]
 
 
@@ -139,18 +141,25 @@ def _shifted_bwd(strides, pads, res, g):
   # d/dx: autodiff of the slices (pads of g, added) is already fast on XLA:CPU.
   _, vjp_x = jax.vjp(lambda a: _shifted_forward(a, kernel, strides, pads), x)
   (dx,) = vjp_x(g)
-  # d/dkernel[i, j, c] = sum over (b, h, w) of tap_ij * g. Autodiff emits kh*kw separate
-  # reductions, each a slow pass over the whole batch on XLA:CPU (~8x the forward); one
-  # variadic reduce with kh*kw accumulators reads x and g once. Accumulate in float32 at least
-  # so that low-precision inputs do not lose the kernel gradient.
+  # d/dkernel[i, j, c] = sum over (b, h, w) of tap_ij * g: kh*kw reductions over everything
+  # but the channel. XLA:CPU runs such reductions as scalar loops (as kh*kw separate ones, ~8x
+  # the forward; as one variadic reduce, still 2 to 4x slower than this). Instead a scan over
+  # the batch adds each image's products to kh*kw per-pixel running sums, elementwise work that
+  # XLA vectorises on data that stays in cache; the pixels are summed once at the end.
+  # Accumulated in float32 at least so that low-precision inputs keep the kernel gradient.
   kh, kw = kernel.shape[:2]
   acc = jnp.promote_types(g.dtype, jnp.float32)
   xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-  prods = tuple((tap * g).astype(acc) for tap in _taps(xp, kh, kw, strides, g.shape[1:3]))
-  sums = jax.lax.reduce(prods, tuple(jnp.zeros((), acc) for _ in prods),
-                        lambda a, b: tuple(u + v for u, v in zip(a, b)), (0, 1, 2))
-  dkernel = jnp.stack(sums).reshape(kernel.shape).astype(kernel.dtype)
-  return dx, dkernel
+
+  def add_image(sums, image):
+    xp_i, g_i = image
+    taps = _taps(xp_i, kh, kw, strides, g_i.shape[:2])
+    return tuple(s + (tap * g_i).astype(acc) for s, tap in zip(sums, taps)), None
+
+  zeros = tuple(jnp.zeros(g.shape[1:], acc) for _ in range(kh * kw))
+  sums, _ = jax.lax.scan(add_image, zeros, (xp, g))
+  dkernel = jnp.stack([s.sum(axis=(0, 1)) for s in sums])
+  return dx, dkernel.reshape(kernel.shape).astype(kernel.dtype)
 
 
 _shifted.defvjp(_shifted_fwd, _shifted_bwd)
