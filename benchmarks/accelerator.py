@@ -9,16 +9,20 @@ The step is `rrjax.step.make_train_step` jitted by `jit_train_step` over all dev
 (`resnet50`, embedding width set to the teacher's 512), the `st` loss, Adam. The batch is one
 device-resident array of random images, so the input pipeline is not measured.
 
-Compute dtype: bfloat16 when `make_train_step` takes `compute_dtype` (the models then run their
-convolutions and matmuls in bfloat16 with float32 parameters; see `rrjax.models`), else float32.
+Compute dtype (`--dtype`, bfloat16 by default): passed as `make_train_step(compute_dtype=...)`
+where rrjax has that argument (the models then run their convolutions and matmuls in bfloat16
+with float32 parameters; see `rrjax.models`), else as `models.load(..., dtype=...)`.
 
 Batch: `--batch 0` (the default) picks the largest power of two from `--min-batch` per device
 to `--max-batch` whose compiled step fits 90% of the device memory (`Compiled.memory_analysis()`
-against the device's `bytes_limit`; memory is linear in the batch, so three or four
-compilations suffice); a batch that still fails at run time is halved. FLOPs per step come from XLA (`Compiled.cost_analysis()`), so they count everything the
-step computes (teacher forward, student forward and backward, optimiser); MFU is
-FLOPs / step time / the chip's dense bfloat16 peak (`PEAK_TFLOPS`, by `device_kind`, or
-`--peak-tflops`).
+against the device's `bytes_limit`, which on GPU is jax's preallocated share,
+XLA_PYTHON_CLIENT_MEM_FRACTION; memory is linear in the batch, so three or four compilations
+suffice); a batch that still fails at run time is halved.
+
+FLOPs per step come from XLA (`Compiled.cost_analysis()` of the compiled per-device program),
+so they count everything the step computes (teacher forward, student forward and backward,
+optimiser); MFU is FLOPs / step time / the chip's dense bfloat16 peak (`PEAK_TFLOPS`, by
+`device_kind`, or `--peak-tflops`).
 
 Prints the device, jax version and command, a table, the peak device memory in use
 (`memory_stats()['peak_bytes_in_use']`, GPU/TPU only) and ends with
@@ -207,18 +211,19 @@ def main():
         raise
       print(f"batch {size}: out of memory at run time, halving")
       size //= 2
+      bench = Bench(args)  # The failed call may have consumed the donated state.
       compiled = bench.compile(size)
 
-  step_flops = flops(compiled)
-  achieved = step_flops / seconds / len(devices) / 1e12
+  step_flops = flops(compiled)  # Per device.
+  achieved = step_flops / seconds / 1e12
   dtype = args.dtype if bench.dtype_kwargs or args.dtype == "float32" else f"{args.dtype} (load)"
   print(f"{args.student} student, {args.teacher} teacher, {args.resolution} px, "
         f"{args.corruption}, st loss, Adam, compute dtype {dtype}; median of {args.steps} steps "
         f"after {args.warmup} warm-up")
-  print(f"{'batch':>6} {'step ms':>9} {'img/s':>9} {'TFLOP/step':>11} {'TFLOP/s/chip':>13} "
-        f"{'MFU':>7}")
+  print(f"{'batch':>6} {'step ms':>9} {'img/s':>9} {'TFLOP/step/chip':>16} "
+        f"{'TFLOP/s/chip':>13} {'MFU':>7}")
   mfu = f"{100 * achieved / peak:.1f}%" if peak else "n/a"
-  print(f"{size:>6} {1e3 * seconds:>9.1f} {size / seconds:>9.1f} {step_flops / 1e12:>11.3f} "
+  print(f"{size:>6} {1e3 * seconds:>9.1f} {size / seconds:>9.1f} {step_flops / 1e12:>16.3f} "
         f"{achieved:>13.2f} {mfu:>7}")
   peak_bytes = (devices[0].memory_stats() or {}).get("peak_bytes_in_use")
   print("peak device memory: " + (f"{peak_bytes / 2**30:.2f} GiB" if peak_bytes else

@@ -1,6 +1,6 @@
 """Peak host memory of the demo, and peak device memory of the accelerator benchmark.
 
-    python benchmarks/memory.py            # the demo's smoke config, in a fresh workdir (~1 min)
+    python benchmarks/memory.py            # the demo's smoke config, in a fresh workdir (1-2 min)
     python benchmarks/memory.py --full     # the real demo (configs/demo.py, ~15 min on 2 cores)
 
 Host: the demo runs as a child process (`python -m rrjax.main --config=configs/demo.py[:smoke]
