@@ -247,12 +247,10 @@ def test_open_clip_safetensors(tiny_ckpt, tmp_path):
     np.testing.assert_array_equal(got[name], want[name], err_msg=name)
 
 
-def test_openai_torchscript_archive_in_half_precision(tiny_ckpt, tmp_path):
-  # OpenAI's .pt files are TorchScript archives of the whole model in float16.
-  state, _ = tiny_ckpt
-  half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
+def write_torchscript(path, state: dict) -> None:
+  """Writes `state` as a TorchScript archive of nested modules, like OpenAI's `.pt` files."""
   root = {}
-  for name, tensor in _torch_tree(half).items():
+  for name, tensor in _torch_tree(state).items():
     node = root
     *modules, leaf = name.split(".")
     for part in modules:
@@ -263,8 +261,15 @@ def test_openai_torchscript_archive_in_half_precision(tiny_ckpt, tmp_path):
     return _script("Linear", training=False, **{
         k: script(v) if isinstance(v, dict) else v for k, v in attrs.items()})
 
-  path = tmp_path / "RN-tiny.pt"
   write_zip(path, script(root), torchscript=True)
+
+
+def test_openai_torchscript_archive_in_half_precision(tiny_ckpt, tmp_path):
+  # OpenAI's .pt files are TorchScript archives of the whole model in float16.
+  state, _ = tiny_ckpt
+  half = {k: v.astype(np.float16) if v.dtype == np.float32 else v for k, v in state.items()}
+  path = tmp_path / "RN-tiny.pt"
+  write_torchscript(path, half)
   got = _flat(clip_resnet.load_weights(path))
   want = _flat(clip_resnet.from_torch_state_dict(
       {k: v.astype(np.float32) for k, v in half.items()}))

@@ -24,13 +24,13 @@ torch = pytest.importorskip("torch")
 F = pytest.importorskip("torch.nn.functional")
 
 
-def _open_clip_modified_resnet() -> type:
-  """open_clip's `ModifiedResNet` class, imported without running `open_clip/__init__`.
+def open_clip_module(name: str) -> types.ModuleType:
+  """open_clip's submodule `name` ("modified_resnet", "model"), without `open_clip/__init__`.
 
   The package's `__init__` pulls in its whole training stack and torchvision, whose PyPI wheels
-  are CUDA builds that fail to load beside a CPU-only torch. The tower's module needs torch
+  are CUDA builds that fail to load beside a CPU-only torch. The modules used here need torch
   only, plus torchvision's `FrozenBatchNorm2d` for a freezing helper the tests never call:
-  torchvision is stubbed while the two files load, and nothing stays registered afterwards.
+  torchvision is stubbed while the files load, and nothing stays registered afterwards.
   """
   spec = importlib.util.find_spec("open_clip")
   if spec is None:
@@ -42,13 +42,13 @@ def _open_clip_modified_resnet() -> type:
   stubs = {"open_clip": package, "torchvision": types.ModuleType("torchvision"),
            "torchvision.ops": types.ModuleType("torchvision.ops"), "torchvision.ops.misc": misc}
   with mock.patch.dict(sys.modules, stubs):
-    return importlib.import_module("open_clip.modified_resnet").ModifiedResNet
+    return importlib.import_module(f"open_clip.{name}")
 
 
 def _random_tower(layers, output_dim, heads, image_size, width, seed=0):
   """An eval-mode open_clip tower whose BatchNorms all matter (CLIP zero-initialises bn3)."""
   torch.manual_seed(seed)
-  tower = _open_clip_modified_resnet()(layers, output_dim, heads, image_size, width).eval()
+  tower = open_clip_module("modified_resnet").ModifiedResNet(layers, output_dim, heads, image_size, width).eval()
   with torch.no_grad():
     for m in tower.modules():
       if isinstance(m, torch.nn.BatchNorm2d):

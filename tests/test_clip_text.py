@@ -20,9 +20,9 @@ from transformers import CLIPTokenizer
 
 from rrjax import zeroshot
 from rrjax.models import clip_resnet, clip_text, torch_reader
-from tests.test_clip_resnet import TINY, _tiny_state, _torch_tree
+from tests.test_clip_resnet import TINY, _tiny_state, _torch_tree, write_torchscript
 from tests.test_clip_vit import _MERGES, _VOCAB, clip_dir  # noqa: F401 (a fixture)
-from tests.test_torch_reader import _script, write_zip
+from tests.test_torch_reader import write_zip
 
 CLASSES = ["cat", "dog", "bird"]
 # Two 64-wide heads (OpenAI's head width, so `heads` is inferred), 16 tokens of context.
@@ -239,20 +239,8 @@ def test_checkpoint_formats_load_alike(tiny_ckpt, tmp_path):
   mask = np.triu(np.full((16, 16), -np.inf, np.float16), k=1)
   for i in range(TEXT["layers"]):
     half[f"transformer.resblocks.{i}.attn_mask"] = mask
-  root = {}
-  for name, tensor in _torch_tree(half).items():
-    node = root
-    *modules, leaf = name.split(".")
-    for part in modules:
-      node = node.setdefault(part, {})
-    node[leaf] = tensor
-
-  def script(attrs):
-    return _script("Linear", training=False, **{
-        k: script(v) if isinstance(v, dict) else v for k, v in attrs.items()})
-
   archive = tmp_path / "RN-tiny.pt"
-  write_zip(archive, script(root), torchscript=True)
+  write_torchscript(archive, half)
   assert "transformer.resblocks.1.attn_mask" in torch_reader.read(archive)
   module, got = clip_text.load_weights(archive)
   assert module == clip_text.TextTransformer(**TEXT)

@@ -9,12 +9,7 @@ OpenAI's `.pt`; `torch.save` of the state dict, as open_clip exports), loaded th
 torch-free reader and converter, and run on the same tokens.
 """
 
-import importlib
-import importlib.util
-import sys
-import types
 import warnings
-from unittest import mock
 
 import jax
 import numpy as np
@@ -23,6 +18,7 @@ import pytest
 from rrjax import zeroshot
 from rrjax.models import clip_resnet, clip_text
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD
+from tests.test_clip_resnet_reference import open_clip_module
 from tests.test_clip_text import CLASSES, TEXT, _clip_state, _openai_tokens, _write_tokenizer
 from tests.test_clip_vit import _VOCAB
 
@@ -31,27 +27,6 @@ torch = pytest.importorskip("torch")
 
 TEMPLATES = ("a photo of a {}.", "a {}.")
 RESOLUTION = 64
-
-
-def _open_clip_model_module() -> types.ModuleType:
-  """open_clip's `model` module, imported without running `open_clip/__init__`.
-
-  As in tests/test_clip_resnet_reference.py: the package's `__init__` pulls in its training
-  stack and torchvision (a CUDA wheel that fails beside CPU torch); `model` needs torchvision's
-  `FrozenBatchNorm2d` only for a freezing helper never called here, so torchvision is stubbed
-  while the files load, and nothing stays registered afterwards.
-  """
-  spec = importlib.util.find_spec("open_clip")
-  if spec is None:
-    pytest.skip("open_clip (pip package open_clip_torch) is not installed")
-  package = types.ModuleType("open_clip")
-  package.__path__ = list(spec.submodule_search_locations)
-  misc = types.ModuleType("torchvision.ops.misc")
-  misc.FrozenBatchNorm2d = None
-  stubs = {"open_clip": package, "torchvision": types.ModuleType("torchvision"),
-           "torchvision.ops": types.ModuleType("torchvision.ops"), "torchvision.ops.misc": misc}
-  with mock.patch.dict(sys.modules, stubs):
-    return importlib.import_module("open_clip.model")
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +38,7 @@ def tokenizer_dir(tmp_path_factory):
 def open_clip_model():
   """open_clip's CLIP holding the tiny random weights, float32, eval mode."""
   state = {k: torch.from_numpy(v) for k, v in _clip_state().items()}
-  model = _open_clip_model_module().build_model_from_openai_state_dict(dict(state),
+  model = open_clip_module("model").build_model_from_openai_state_dict(dict(state),
                                                                        cast_dtype=None)
   # The builder converts the weights to float16 as OpenAI ships them; keep them exact.
   model.float().load_state_dict(state)
