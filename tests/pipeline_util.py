@@ -92,6 +92,24 @@ def run_main(config_path: str, workdir: str, *flags: str,
                         capture_output=True, text=True, timeout=timeout, cwd=REPO, check=False)
 
 
+def main_in_process(monkeypatch, config_arg: str, workdir: str, *overrides: str):
+  """`python -m rrjax.main --config=<config_arg> --workdir=<workdir> overrides...`, in-process.
+
+  `config_arg` is `configs/<name>.py[:arg]` relative to the repo, or an absolute path.
+  Returns the parsed `--config` as `rrjax.main` saw it (overrides applied).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from rrjax import main  # pylint: disable=g-import-not-at-top
+  argv = ["rrjax.main", f"--config={os.path.join(REPO, config_arg)}", f"--workdir={workdir}",
+          *overrides]
+  # ml_collections reads `--config.*` overrides from sys.argv, as under `app.run`.
+  monkeypatch.setattr(sys, "argv", argv)
+  flags.FLAGS.unparse_flags()
+  flags.FLAGS(argv)
+  main.main(["rrjax.main"])
+  return flags.FLAGS.config
+
+
 def folder_dataset(folder: str, train_split: str = "train[:120]",
                    val_split: str = "train[120:]", test_split: str = "test"):
   """An entry of `config.transfer` for an image folder made by `make_folder`."""

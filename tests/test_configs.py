@@ -6,9 +6,8 @@ import json
 import os
 
 import pytest
-from absl import flags
 
-from rrjax import configuration, experiment, pipeline
+from rrjax import configuration, experiment
 from tests import pipeline_util
 
 # configs/common.py is the paper configs' shared builder, not a config.
@@ -95,29 +94,18 @@ def _check_results(workdir: str, config):
     assert {r["label_fraction"] for r in ours} == {float(f) for f in run.probe.label_fractions}
 
 
-def test_smoke_through_main(folder, tmp_path, monkeypatch):
-  """`python -m rrjax.main --config=configs/mask90.py:smoke`, in-process, on the tiny folder."""
-  from rrjax import main  # pylint: disable=g-import-not-at-top
+# Every config's smoke goes through the real entry point; demo.py's is
+# tests/test_pipeline.py::test_main_smoke_writes_every_output (it also checks every output file).
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "demo"])
+def test_smoke_through_main(name, folder, tmp_path, monkeypatch):
+  """`python -m rrjax.main --config=configs/<name>.py:smoke`, in-process, on the tiny folder."""
   monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
   workdir = str(tmp_path / "smoke")
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(["rrjax.main", f"--config={pipeline_util.REPO}/configs/mask90.py:smoke",
-               f"--workdir={workdir}"])
-  main.main(["rrjax.main"])
-  assert flags.FLAGS.config.data.name == f"imagefolder:{folder}"
-  _check_results(workdir, flags.FLAGS.config)
-
-
-# One smoke per kind of config: Table 1's other configs differ from mask90 only in the operator.
-@pytest.mark.parametrize("name", ["blur37", "labelfrac", "noisemany", "lossablation", "crossop",
-                                  "transfer", "labelshift", "demo_suite"])
-def test_smoke_runs_end_to_end(name, folder, tmp_path, monkeypatch):
-  monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
-  c = pipeline_util.load_config(name, "smoke")
-  pipeline.train_and_evaluate(c, str(tmp_path))
-  _check_results(str(tmp_path), c)
+  config = pipeline_util.main_in_process(monkeypatch, f"configs/{name}.py:smoke", workdir)
+  assert config.data.name == f"imagefolder:{folder}"
+  _check_results(workdir, config)
   if name == "demo_suite":
-    rows = json.load(open(os.path.join(tmp_path, "results.json")))["rows"]
+    rows = json.load(open(os.path.join(workdir, "results.json")))["rows"]
     # The loss-ablation experiment drops the transfer set; the known-operator one keeps it.
     assert {r["experiment"] for r in rows if r["dataset"] == "mnist"} == {"mask90"}
     assert {(r["experiment"], r["loss"]) for r in rows} == {("mask90", "st"),

@@ -2,12 +2,10 @@
 
 import json
 import os
-import sys
 
 import jax
 import numpy as np
 import pytest
-from absl import flags
 
 from rrjax import configuration, data, models, pipeline, train
 from tests import pipeline_util
@@ -22,15 +20,9 @@ def folder(tmp_path_factory):
 
 def test_main_smoke_writes_every_output(tmp_path, monkeypatch):
   """`python -m rrjax.main --config=configs/demo.py:smoke`, in-process."""
-  from rrjax import main
   workdir = str(tmp_path / "smoke")
-  argv = ["rrjax.main", f"--config={pipeline_util.REPO}/configs/demo.py:smoke",
-          f"--workdir={workdir}", "--config.eval.draws=2"]
-  # ml_collections reads `--config.*` overrides from sys.argv, as under `app.run`.
-  monkeypatch.setattr(sys, "argv", argv)
-  flags.FLAGS.unparse_flags()
-  flags.FLAGS(argv)
-  main.main(["rrjax.main"])
+  pipeline_util.main_in_process(monkeypatch, "configs/demo.py:smoke", workdir,
+                                "--config.eval.draws=2")
   for name in ("results.json", "report.md", "metrics.jsonl", "loss.png", "label_fraction.png"):
     assert os.path.getsize(os.path.join(workdir, name)) > 0, name
   results = json.load(open(os.path.join(workdir, "results.json")))

@@ -28,6 +28,7 @@ from flax import traverse_util
 
 from rrjax.models import register, torch_reader, weights_io
 from rrjax.models.depthwise import DepthwiseConv
+from rrjax.models.pointwise import PointwiseConv
 from rrjax.models.preprocess import HALF, prepare
 
 HEADS = ("embed", "logits")
@@ -76,7 +77,7 @@ class MBConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    conv = functools.partial(nn.Conv, kernel_size=(1, 1), use_bias=False, dtype=self.dtype,
+    conv = functools.partial(PointwiseConv, use_bias=False, dtype=self.dtype,
                              kernel_init=_conv_init)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-3, dtype=self.dtype)
@@ -137,7 +138,7 @@ class EfficientNetLite0(nn.Module):
                    depthwise_impl=self.depthwise_impl, bn_momentum=self.bn_momentum,
                    dtype=self.dtype, name=f"blocks_{index}")(x, train)
         index += 1
-    x = conv(HEAD_WIDTH, (1, 1), name="conv_head")(x)
+    x = PointwiseConv(HEAD_WIDTH, dtype=self.dtype, kernel_init=_conv_init, name="conv_head")(x)
     x = jax.nn.relu6(norm(name="bn1")(x))
     # Pooling and the classifier in float32 whatever the compute dtype (rrjax.models' module
     # docs): the losses normalise the embedding, and the logits feed a cross-entropy.
