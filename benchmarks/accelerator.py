@@ -3,7 +3,7 @@
     python benchmarks/accelerator.py                 # GPU/TPU: ResNet-50 student, ViT-B/16 teacher
     python benchmarks/accelerator.py --small         # anywhere (CI, CPU): tiny batch, 32 px
 
-The step is `rrjax.step.make_train_step` jitted by `jit_train_step` over all devices, as
+The step is `rrjax.training.student.make_train_step` jitted by `jit_train_step` over all devices, as
 `rrjax.train` runs it: `mask(0.9)` on 224 px images, the frozen CLIP ViT-B/16-sized teacher
 (`clip_vit_b16`, random weights, same cost as the real ones), the ResNet-50 student
 (`resnet50`, embedding width set to the teacher's 512), the `st` loss, Adam. The batch is one
@@ -39,8 +39,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rrjax import corruptions, models, sharding, step as step_lib
-from rrjax.train_state import TrainState, make_optimizer, make_schedule
+from rrjax import corruptions, models
+from rrjax.parallel import sharding
+from rrjax.training import student as student_lib
+from rrjax.training.state import TrainState, make_optimizer, make_schedule
 
 # Dense bfloat16 peak TFLOP/s per chip, by a substring of `device.device_kind` (first match).
 PEAK_TFLOPS = (
@@ -68,7 +70,7 @@ def peak_tflops(device_kind: str) -> float | None:
 
 def _compute_dtype_kwargs(dtype: str) -> dict:
   """`make_train_step`'s compute-dtype argument, where this version of rrjax has one."""
-  if "compute_dtype" in inspect.signature(step_lib.make_train_step).parameters:
+  if "compute_dtype" in inspect.signature(student_lib.make_train_step).parameters:
     return {"compute_dtype": dtype}
   return {}
 
@@ -86,9 +88,9 @@ class Bench:
         embed_dim=models.info(args.teacher).embed_dim, **_model_options(args, args.student))
     tx = make_optimizer("adam", make_schedule(3e-4, "constant", 1))
     self.dtype_kwargs = _compute_dtype_kwargs(args.dtype)
-    step = step_lib.make_train_step(student, teacher, corruptions.build(args.corruption), "st",
+    step = student_lib.make_train_step(student, teacher, corruptions.build(args.corruption), "st",
                                     0.1, tx, **self.dtype_kwargs)
-    self.jitted = step_lib.jit_train_step(step, self.mesh)
+    self.jitted = student_lib.jit_train_step(step, self.mesh)
     self.state = sharding.replicate(TrainState.create(student_vars, tx), self.mesh)
     self.teacher_vars = sharding.replicate(teacher_vars, self.mesh)
     self.key = jax.random.key(0)

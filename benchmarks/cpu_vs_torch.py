@@ -10,7 +10,7 @@ mode, no gradient), the EfficientNet-Lite0 student on the corrupted ones (traini
 BatchNorm), both upsampling to 64 px inside, the InfoNCE `st` loss at temperature 0.1 over the
 batch, one Adam step (3e-4).
 
-JAX: `rrjax.step.make_train_step` jitted by `jit_train_step`, as `rrjax.train` runs it.
+JAX: `rrjax.training.student.make_train_step` jitted by `jit_train_step`, as `rrjax.training.student.train_student` runs it.
 PyTorch: an EfficientNet-Lite0 written below (TF 'SAME' padding, BatchNorm eps 1e-3 and
 momentum 0.1 as rrjax's 0.9), loaded with the same random weights as the JAX models, in the
 channels_last memory format (`--torch-format`; as fast as contiguous NCHW here, 643 against
@@ -47,9 +47,11 @@ import torch.nn.functional as F
 from flax import traverse_util
 from torch import nn
 
-from rrjax import corruptions, models, sharding, step as step_lib
+from rrjax import corruptions, models
+from rrjax.parallel import sharding
+from rrjax.training import student as student_lib
 from rrjax.models import depthwise, efficientnet
-from rrjax.train_state import TrainState, make_optimizer, make_schedule
+from rrjax.training.state import TrainState, make_optimizer, make_schedule
 
 TEMPERATURE = 0.1
 LR = 3e-4
@@ -228,8 +230,8 @@ def _jax_side(args, host: np.ndarray):
   batch = sharding.global_batch({"image": host}, mesh)
   teacher_vars = sharding.replicate(teacher_vars, mesh)
   key = jax.random.key(0)
-  jitted = step_lib.jit_train_step(
-      step_lib.make_train_step(student, teacher, corruption, "st", TEMPERATURE, tx), mesh)
+  jitted = student_lib.jit_train_step(
+      student_lib.make_train_step(student, teacher, corruption, "st", TEMPERATURE, tx), mesh)
   holder = [sharding.replicate(TrainState.create(student_vars, tx), mesh)]
 
   def step():

@@ -3,7 +3,7 @@
     python benchmarks/overhead.py [--model efficientnet_lite0 --resolution 64 --size 28
                                    --batch 64 --steps 10 --warmup 2]
 
-Full: `rrjax.step.make_train_step` + `jit_train_step` (corruption, teacher forward, student
+Full: `rrjax.training.student.make_train_step` + `jit_train_step` (corruption, teacher forward, student
 forward/backward, Adam update). Bare: the same jit over the same mesh of value_and_grad of the
 same loss on already-corrupted images plus the teacher forward, no corruption and no optimiser
 update. Both read the same device-resident batch. Median of --steps steps after --warmup, the
@@ -17,8 +17,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rrjax import corruptions, losses, models, sharding, step as step_lib
-from rrjax.train_state import TrainState, apply_train, make_optimizer, make_schedule
+from rrjax import corruptions, losses, models
+from rrjax.parallel import sharding
+from rrjax.training import student as student_lib
+from rrjax.training.state import TrainState, apply_train, make_optimizer, make_schedule
 
 import timing  # benchmarks/timing.py
 
@@ -49,8 +51,8 @@ def main():
   teacher_vars = sharding.replicate(teacher_vars, mesh)
   loss_fn = losses.get("st")
 
-  full = step_lib.jit_train_step(
-      step_lib.make_train_step(student, teacher, corruption, "st", 0.1, tx), mesh)
+  full = student_lib.jit_train_step(
+      student_lib.make_train_step(student, teacher, corruption, "st", 0.1, tx), mesh)
 
   def bare_step(state, teacher_vars, batch, key):
     del key
@@ -64,7 +66,7 @@ def main():
     (value, new_stats), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     return state.replace(batch_stats=new_stats), {"loss": value, "grads": grads}
 
-  bare = step_lib.jit_train_step(bare_step, mesh)
+  bare = student_lib.jit_train_step(bare_step, mesh)
 
   def runner(fn, images):
     # A host copy: the step donates the state, which must not delete `student_vars`.

@@ -3,9 +3,9 @@
     python benchmarks/probe.py [--n 6000 --dim 1280 --classes 10 --epochs 10 --batch 64
                                 --resolution 64 --size 28 --steps 5]
 
-Probe: `rrjax.probe.fit` on random cached features `[n, dim]` (10 epochs, batch 256), timed on
+Probe: `rrjax.evaluation.probe.fit` on random cached features `[n, dim]` (10 epochs, batch 256), timed on
 a second call (the first compiles; both are printed). Student epoch: ceil(n / batch) steps of
-`rrjax.step.make_train_step` (EfficientNet-Lite0, mask(0.9)) times the median step time over
+`rrjax.training.student.make_train_step` (EfficientNet-Lite0, mask(0.9)) times the median step time over
 --steps steps after one warm-up step. Ends with
 `result: probe_vs_epoch_percent <p>% (goal 5%)`, warm probe time over the epoch time.
 """
@@ -18,8 +18,11 @@ import time
 import jax
 import numpy as np
 
-from rrjax import corruptions, models, probe, sharding, step as step_lib
-from rrjax.train_state import TrainState, make_optimizer, make_schedule
+from rrjax import corruptions, models
+from rrjax.evaluation import probe
+from rrjax.parallel import sharding
+from rrjax.training import student as student_lib
+from rrjax.training.state import TrainState, make_optimizer, make_schedule
 
 
 def _probe_seconds(features, labels, classes: int, epochs: int) -> float:
@@ -37,7 +40,7 @@ def _step_seconds(args) -> float:
   student, student_vars = models.load("efficientnet_lite0", pretrained=False,
                                       resolution=args.resolution, seed=2)
   tx = make_optimizer("adam", make_schedule(3e-4, "constant", 1))
-  step = step_lib.jit_train_step(step_lib.make_train_step(
+  step = student_lib.jit_train_step(student_lib.make_train_step(
       student, teacher, corruptions.build("mask(0.9)"), "st", 0.1, tx), mesh)
   state = sharding.replicate(TrainState.create(jax.tree.map(np.array, student_vars), tx), mesh)
   teacher_vars = sharding.replicate(teacher_vars, mesh)

@@ -3,7 +3,7 @@
     python benchmarks/teacher_cache.py [--n 6000 --batch 64 --resolution 64 --size 28
                                         --steps 5 --cache-batch 32]
 
-Both steps are `rrjax.step.make_train_step` at the demo's settings (EfficientNet-Lite0, inputs
+Both steps are `rrjax.training.student.make_train_step` at the demo's settings (EfficientNet-Lite0, inputs
 28 px upsampled to 64, batch 64, mask(0.9)): one runs the teacher forward, the other
 (`teacher_in_batch=True`) reads `batch["teacher"]`. An epoch is ceil(n / batch) steps times the
 median step time over --steps steps after one compiling step, the two steps alternating. The
@@ -18,8 +18,10 @@ import math
 import jax
 import numpy as np
 
-from rrjax import corruptions, models, sharding, step as step_lib
-from rrjax.train_state import TrainState, make_optimizer, make_schedule
+from rrjax import corruptions, models
+from rrjax.parallel import sharding
+from rrjax.training import student as student_lib
+from rrjax.training.state import TrainState, make_optimizer, make_schedule
 
 import timing  # benchmarks/timing.py
 
@@ -50,7 +52,7 @@ def main():
   cached = rng.normal(size=(args.batch, embed_dim)).astype(np.float32)
 
   def runner(in_batch: bool):
-    step = step_lib.jit_train_step(step_lib.make_train_step(
+    step = student_lib.jit_train_step(student_lib.make_train_step(
         student, teacher, corruption, "st", 0.1, tx, teacher_in_batch=in_batch), mesh)
     fields = {"image": images, "teacher": cached} if in_batch else {"image": images}
     batch = sharding.global_batch(fields, mesh)

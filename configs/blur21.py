@@ -6,16 +6,12 @@ r"""Table 1, Gaussian blur n=21, std 5: trained and tested on `blur(21,5)`.
 Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 83.24, ours with 10% labels
 80.94, supervised baseline 76.40.
 
-Cost (an estimate, not measured; see configs/common.py): 3.5 to 6 hours on one H100 (the
+Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
 baseline trains 50 epochs), and a host with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 
 def get_config(arg: str | None = None):
-  return common.variant(common.paper_config("blur(21,5)", "blur21"), arg, "blur21")
+  return smoke.variant(schema.paper_config("blur(21,5)", "blur21"), arg, "blur21")

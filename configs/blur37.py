@@ -7,16 +7,12 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 77.80, ours wi
 74.84, supervised baseline 68.94.
 The frozen clean teacher with a probe fitted on corrupted images (row teacher_corrupted): 18.20.
 
-Cost (an estimate, not measured; see configs/common.py): 3.5 to 6 hours on one H100 (the
+Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
 baseline trains 50 epochs), and a host with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 
 def get_config(arg: str | None = None):
-  return common.variant(common.paper_config("blur(37,9)", "blur37"), arg, "blur37")
+  return smoke.variant(schema.paper_config("blur(37,9)", "blur37"), arg, "blur37")

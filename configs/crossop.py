@@ -11,21 +11,17 @@ on every noise and blur setting of Table 1.
 Paper: no number in the main text (its Conclusion points to Appendix D.8, not reproduced here);
 compare with each operator's own model in Table 1 (configs/noise*.py, configs/blur*.py).
 
-Cost (an estimate, not measured; see configs/common.py): 2.5 to 4 hours on one H100, and a host
+Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100, and a host
 with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 TRAIN = "mask(0.5,0.95)"
 EVAL = ("mask(0.9)", "noise(0.1)", "noise(0.3)", "noise(0.5)", "blur(21,5)", "blur(37,9)")
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
-  c.experiments = [common.experiment("mask50_95", TRAIN, EVAL)]
-  return common.variant(c, arg, "crossop")
+  c = schema.base()
+  c.experiments.mask50_95 = schema.experiment(TRAIN, EVAL)
+  return smoke.variant(c, arg, "crossop")

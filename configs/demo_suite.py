@@ -28,14 +28,7 @@ The MNIST folder is read from `runs/mnist_digits` relative to the working direct
 Cost: README ("The paper-shaped suite") has the measured wall time on 2 CPU cores.
 """
 
-import os
-import sys
-
-import ml_collections
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402  (configs/common.py: the schema and the smoke variant)
-import demo  # noqa: E402  (configs/demo.py: the embedded default)
+from rrjax.config import embedded, schema, smoke
 
 MNIST_DIR = "runs/mnist_digits"
 TABLE = (("mask50", "mask(0.5)"), ("mask90", "mask(0.9)"), ("noise03", "noise(0.3)"),
@@ -45,8 +38,8 @@ SEVERITIES = ("mask(0.5)", "mask(0.75)", "mask(0.9)", "mask(0.95)", "mask(0.98)"
 ABLATION_LOSSES = ("ss", "sum", "ntxent", "mse")
 
 
-def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  c = demo.get_config()
+def get_config(arg: str | None = None):
+  c = embedded.base()
   c.data.train_split = "train[:4000]"
   c.data.val_split = "train[54000:55000]"
   c.data.test_split = "test[:1000]"
@@ -57,24 +50,18 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.probe.label_fractions = (0.1, 1.0)
   c.baseline.max_steps = 80
   # Grey 28 px digits, measured like Fashion-MNIST (native size, the operators act on it).
-  c.transfer.mnist = common.transfer_dataset(f"imagefolder:{MNIST_DIR}", "train[:2000]",
+  c.transfer.mnist = schema.transfer_dataset(f"imagefolder:{MNIST_DIR}", "train[:2000]",
                                              "train[7000:]", "test[:1000]")
   all_labels = {"probe.label_fractions": (1.0,)}
-  c.experiments = (
-      [common.experiment(name, spec) for name, spec in TABLE]
-      + [common.experiment("randmany", RANGE, SEVERITIES, all_labels)]
-      + [common.experiment(f"loss_{loss}", RANGE, SEVERITIES,
-                           {**all_labels, "train.loss": loss, "baseline.enabled": False,
-                            "transfer": {}})
-         for loss in ABLATION_LOSSES])
+  for name, spec in TABLE:
+    c.experiments[name] = schema.experiment(spec)
+  c.experiments.randmany = schema.experiment(RANGE, SEVERITIES, all_labels)
+  for loss in ABLATION_LOSSES:
+    # No baseline (it does not depend on the loss) and no transfer.
+    c.experiments[f"loss_{loss}"] = schema.experiment(
+        RANGE, SEVERITIES, {**all_labels, "train.loss": loss, "stages": ("train", "probe")})
   if arg == "smoke":
     # A known-operator experiment and a loss-ablation one, so that every row kind runs; the
     # transfer set is replaced by the smoke data.
-    chosen = [c.experiments[1], c.experiments[-1]]
-    c = common.smoke(c)
-    c.experiments = [dict(e, **{"eval.corruptions": common.ends(e["eval.corruptions"])})
-                     for e in chosen]
-    return c
-  if arg:
-    raise ValueError(f"configs/demo_suite.py: unknown argument {arg!r}; allowed: smoke")
-  return c
+    return smoke.smoke(c, keep=("mask90", "loss_mse"))
+  return smoke.variant(c, arg, "demo_suite")

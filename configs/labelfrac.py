@@ -13,23 +13,19 @@ labels 42.11, 1% 70.78, 5% 77.36, 10% 79.87, 100% 82.96; on noise 0.5: 10% 73.14
 (its other points are only plotted). With 5% of the labels ours matches or beats the
 baseline trained on all of them (mask 90%: 77.36 against 74.12).
 
-Cost (an estimate, not measured; see configs/common.py): 7 to 12 hours on one H100: two student
+Cost (an estimate, not measured; see rrjax/config/schema.py): 7 to 12 hours on one H100: two student
 trainings and a baseline per fraction (1.7 times the full-label baseline in all), and a host
 with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 FRACTIONS = (0.001, 0.01, 0.05, 0.1, 0.5, 1.0)
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
+  c = schema.base()
   c.probe.label_fractions = FRACTIONS
-  c.experiments = [common.experiment("mask90", "mask(0.9)"),
-                   common.experiment("noise05", "noise(0.5)")]
-  return common.variant(c, arg, "labelfrac")
+  c.experiments.mask90 = schema.experiment("mask(0.9)")
+  c.experiments.noise05 = schema.experiment("noise(0.5)")
+  return smoke.variant(c, arg, "labelfrac")

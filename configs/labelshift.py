@@ -15,16 +15,12 @@ rows at the same levels).
 Paper: Figure 5 plots only (no table of numbers): ours above the baseline at every mask level;
 under noise, slightly below it at small sigma and well above it as sigma grows.
 
-Cost (an estimate, not measured; see configs/common.py): as configs/randmany.py plus
+Cost (an estimate, not measured; see rrjax/config/schema.py): as configs/randmany.py plus
 configs/noisemany.py, 5 to 8 hours on one H100 and a host with more than 80 GB of memory; the
 label-shift set (250 images) adds little.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 MASK = "mask(0.5,0.95)"
 NOISE = "noise(0.1,0.3)"
@@ -33,9 +29,9 @@ NOISE_EVAL = tuple(f"noise({s})" for s in (0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45,
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
+  c = schema.base()
   c.eval.data.name = "imagenet100_labelshift"
   c.eval.data.split = "validation"
-  c.experiments = [common.experiment("mask50_95", MASK, MASK_EVAL),
-                   common.experiment("noise10_30", NOISE, NOISE_EVAL)]
-  return common.variant(c, arg, "labelshift")
+  c.experiments.mask50_95 = schema.experiment(MASK, MASK_EVAL)
+  c.experiments.noise10_30 = schema.experiment(NOISE, NOISE_EVAL)
+  return smoke.variant(c, arg, "labelshift")

@@ -12,15 +12,11 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws), tested at 90/95/98%
 st 81.94/77.01/47.89, ss 81.91/76.48/49.51, sum 82.45/77.49/36.89, ntxent 82.14/76.34/27.35,
 mse 77.35/71.43/22.51.
 
-Cost (an estimate, not measured; see configs/common.py): 6 to 11 hours on one H100 (five student
-trainings), and a host with more than 80 GB of memory.
+Cost (an estimate, not measured; see rrjax/config/schema.py): 6 to 11 hours on one H100 (five
+student trainings), and a host with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 TRAIN = "mask(0.5,0.95)"
 EVAL = ("mask(0.9)", "mask(0.95)", "mask(0.98)")
@@ -28,9 +24,9 @@ LOSSES = ("st", "ss", "sum", "ntxent", "mse")
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
+  c = schema.base()
   c.probe.label_fractions = (1.0,)
-  c.baseline.enabled = False
-  c.experiments = [common.experiment(loss, TRAIN, EVAL, {"train.loss": loss})
-                   for loss in LOSSES]
-  return common.variant(c, arg, "lossablation")
+  c.stages = ("train", "probe")  # The baseline does not depend on the student's loss.
+  for loss in LOSSES:
+    c.experiments[loss] = schema.experiment(TRAIN, EVAL, {"train.loss": loss})
+  return smoke.variant(c, arg, "lossablation")

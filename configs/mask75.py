@@ -6,16 +6,12 @@ r"""Table 1, random mask 75%: trained and tested on `mask(0.75)`.
 Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 83.99, ours with 10% labels
 80.36, supervised baseline 75.68.
 
-Cost (an estimate, not measured; see configs/common.py): 2.5 to 4 hours on one H100,
+Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100,
 and a host with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 
 def get_config(arg: str | None = None):
-  return common.variant(common.paper_config("mask(0.75)", "mask75"), arg, "mask75")
+  return smoke.variant(schema.paper_config("mask(0.75)", "mask75"), arg, "mask75")

@@ -7,16 +7,12 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 82.96, ours wi
 79.87, supervised baseline 74.12.
 The frozen clean teacher with a probe fitted on corrupted images (row teacher_corrupted): 12.34.
 
-Cost (an estimate, not measured; see configs/common.py): 2.5 to 4 hours on one H100,
+Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100,
 and a host with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 
 def get_config(arg: str | None = None):
-  return common.variant(common.paper_config("mask(0.9)", "mask90"), arg, "mask90")
+  return smoke.variant(schema.paper_config("mask(0.9)", "mask90"), arg, "mask90")

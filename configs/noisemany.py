@@ -9,21 +9,17 @@ each test runs at one fixed level, up to more severe ones than any seen in train
 Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws), ours: tested at 0.05 85.48, 0.3
 79.44, 0.5 69.08; the baseline degrades faster with the level (only plotted).
 
-Cost (an estimate, not measured; see configs/common.py): 3.5 to 6 hours on one H100 (the
+Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
 baseline trains 50 epochs), and a host with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 TRAIN = "noise(0.1,0.3)"
 EVAL = tuple(f"noise({s})" for s in (0.05, 0.1, 0.2, 0.3, 0.35, 0.4, 0.45, 0.5))
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
-  c.experiments = [common.experiment("noise10_30", TRAIN, EVAL)]
-  return common.variant(c, arg, "noisemany")
+  c = schema.base()
+  c.experiments.noise10_30 = schema.experiment(TRAIN, EVAL)
+  return smoke.variant(c, arg, "noisemany")

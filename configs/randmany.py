@@ -10,21 +10,17 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws), ours: tested at 50%
 81.94, 95% 77.01, 98% 47.89, 99% 5.60; the baseline trained on the same range is below it at
 every level (only plotted).
 
-Cost (an estimate, not measured; see configs/common.py): 2.5 to 4 hours on one H100, and a host
+Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100, and a host
 with more than 80 GB of memory.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 TRAIN = "mask(0.5,0.95)"
 EVAL = tuple(f"mask({p})" for p in (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.96, 0.97, 0.98, 0.99))
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
-  c.experiments = [common.experiment("mask50_95", TRAIN, EVAL)]
-  return common.variant(c, arg, "randmany")
+  c = schema.base()
+  c.experiments.mask50_95 = schema.experiment(TRAIN, EVAL)
+  return smoke.variant(c, arg, "randmany")

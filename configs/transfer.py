@@ -21,18 +21,14 @@ without its head, like the students'.
 Paper (CLIP RN101, top-1 %, mean of 10 draws), ours trained on random masks: CIFAR-10 80.93,
 CIFAR-100 58.55, STL-10 89.44, COVID 84.01, ImageNet-100B 80.09.
 
-Cost (an estimate, not measured; see configs/common.py): 1 to 2 hours of student training on
+Cost (an estimate, not measured; see rrjax/config/schema.py): 1 to 2 hours of student training on
 one H100 per experiment and as much again for the baseline, plus about 10 minutes of feature
 passes per transfer dataset. Every split is held in host memory as float32 224 px views at
 once (ImageNet-100 and ImageNet-100B train about 76 GB each, each CIFAR train 30 GB): a host
 with about 300 GB.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # For configs/common.py.
-import common  # noqa: E402  pylint: disable=g-import-not-at-top
+from rrjax.config import schema, smoke
 
 MASK = "mask(0.5,0.95)"
 NOISE = "noise(0.1,0.3)"
@@ -41,16 +37,17 @@ COVID_DIR = "data/covid"
 
 
 def get_config(arg: str | None = None):
-  c = common.base()
+  c = schema.base()
   # Probes are fitted on a dataset's training split with fixed hyperparameters (probe.select
   # False), so the val splits are only featurised; a small slice keeps that cheap.
-  c.transfer.cifar10 = common.transfer_dataset("cifar10", "train", "train[:2%]", "test")
-  c.transfer.cifar100 = common.transfer_dataset("cifar100", "train", "train[:2%]", "test")
-  c.transfer.stl10 = common.transfer_dataset("stl10", "train", "train[:2%]", "test")
-  c.transfer.covid = common.transfer_dataset(f"imagefolder:{COVID_DIR}", "train",
+  c.transfer.cifar10 = schema.transfer_dataset("cifar10", "train", "train[:2%]", "test")
+  c.transfer.cifar100 = schema.transfer_dataset("cifar100", "train", "train[:2%]", "test")
+  c.transfer.stl10 = schema.transfer_dataset("stl10", "train", "train[:2%]", "test")
+  c.transfer.covid = schema.transfer_dataset(f"imagefolder:{COVID_DIR}", "train",
                                              "train[:2%]", "test")
-  c.transfer.imagenet100b = common.transfer_dataset("imagenet100b", "train", "train[:2%]",
+  c.transfer.imagenet100b = schema.transfer_dataset("imagenet100b", "train", "train[:2%]",
                                                     "validation")
   # The paper tests transfer under the training distortion itself.
-  c.experiments = [common.experiment("mask50_95", MASK), common.experiment("noise10_30", NOISE)]
-  return common.variant(c, arg, "transfer")
+  c.experiments.mask50_95 = schema.experiment(MASK)
+  c.experiments.noise10_30 = schema.experiment(NOISE)
+  return smoke.variant(c, arg, "transfer")

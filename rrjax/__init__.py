@@ -3,6 +3,12 @@
 Train a student encoder S so that S(A(x)) recovers a frozen teacher's representation R(x) of the
 clean image x, for a known forward operator A (Jalal et al., "Inverse problems leveraging
 pre-trained contrastive representations", NeurIPS 2021).
+
+The packages follow the run (`rrjax.run.train_and_evaluate`): `config` (fields, experiments,
+checks, the workdir), `data`, `corruptions` (the operators A), `models` (encoders), `training`
+(the student and the baseline), `evaluation` (features, probes, top-1 over corruption draws),
+`outputs` (rows, report, plots); `parallel` spans devices and processes; `losses` and
+`errors` stand alone. `python -m rrjax.main` is the entry point.
 """
 
 __version__ = "0.1.0"

@@ -1,10 +1,10 @@
 """Errors a user can fix, told apart from programming errors.
 
-`rrjax.main` prints a user error as one line, `rrjax: error: <message>`, and exits with status 2;
-any other exception keeps its traceback. User errors are `UserError` and the standard types a
-bad config, input file or path raises (`ValueError`, `FileNotFoundError`, `PermissionError`,
-...; the full list is `rrjax.main.USER_ERRORS`). Raise `UserError` where no standard type
-fits; its message must name the bad value and say what is allowed or what to do.
+`rrjax.main` prints a `UserError` (or a subclass) as one line, `rrjax: error: <message>`, and
+exits with status 2; every other exception is a bug and keeps its traceback. Raise it where the
+bad value is known: a config field, a spec, a dataset, a file or directory, a weights file, a
+workdir, a diverged training. Its message names the bad value and says what is allowed or
+what to do.
 """
 
 

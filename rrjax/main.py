@@ -12,12 +12,13 @@ same workdir (a shared file system or a `gs://` bucket):
   python -m rrjax.main ... --coordinator_address=10.0.0.1:1234 --num_processes=2 --process_id=0
 
 The three settings default to the environment variables RRJAX_COORDINATOR_ADDRESS,
-RRJAX_NUM_PROCESSES and RRJAX_PROCESS_ID (`rrjax.distributed`).
+RRJAX_NUM_PROCESSES and RRJAX_PROCESS_ID (`rrjax.parallel.multiprocess`).
 
-Exit status: 0 when the run completed; 2 for a user error (a bad config, input file, weights
-file or workdir; a diverged training), printed as one line `rrjax: error: <message>` without a
-traceback (`--traceback` or RRJAX_TRACEBACK=1 shows it); 143 (128 + SIGTERM) when SIGTERM
-stopped training after saving a checkpoint. Other exceptions are bugs and keep their traceback.
+Exit status: 0 when the run completed; 2 for a user error (`rrjax.errors.UserError`: a bad
+config, input file, weights file or workdir; a diverged training), printed as one line
+`rrjax: error: <message>` without a traceback (`--traceback` or RRJAX_TRACEBACK=1 shows it);
+143 (128 + SIGTERM) when SIGTERM stopped training after saving a checkpoint. Every other
+exception is a bug and keeps its traceback.
 """
 
 import logging as std_logging
@@ -28,12 +29,10 @@ import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from rrjax import distributed, errors, loop, pipeline
+from rrjax import errors, run
+from rrjax.parallel import multiprocess
+from rrjax.training import loop
 
-# What a user's config, files or paths raise; everything else is a programming error.
-# CheckpointError and UnsafeWeightsError (unreadable or unsafe weights) are ValueErrors.
-USER_ERRORS = (errors.UserError, ValueError, FileNotFoundError, FileExistsError,
-               NotADirectoryError, IsADirectoryError, PermissionError, loop.NonFiniteLossError)
 # The shell's status for a process ended by SIGTERM, which schedulers expect of a preemption.
 PREEMPTED_STATUS = 128 + 15
 USER_ERROR_STATUS = 2
@@ -44,11 +43,11 @@ flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the
 flags.DEFINE_bool("traceback", False, "Show the traceback of user errors too (also: "
                   "environment variable RRJAX_TRACEBACK=1).")
 flags.DEFINE_string("coordinator_address", None, "HOST:PORT of process 0 in a multi-process "
-                    f"run (default: ${distributed.ENV_COORDINATOR_ADDRESS}).")
+                    f"run (default: ${multiprocess.ENV_COORDINATOR_ADDRESS}).")
 flags.DEFINE_integer("num_processes", None, "Processes of a multi-process run (default: "
-                     f"${distributed.ENV_NUM_PROCESSES}).")
+                     f"${multiprocess.ENV_NUM_PROCESSES}).")
 flags.DEFINE_integer("process_id", None, "This process's index in [0, num_processes) "
-                     f"(default: ${distributed.ENV_PROCESS_ID}).")
+                     f"(default: ${multiprocess.ENV_PROCESS_ID}).")
 flags.DEFINE_bool("distributed", False, "Join a multi-process run, detecting what the three "
                   "flags above leave unset (TPU pod, SLURM, Open MPI).")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -68,14 +67,15 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietCheckpointer())
   f = flags.FLAGS
   try:
-    distributed.maybe_initialize(
-        *distributed.resolve(f.coordinator_address, f.num_processes, f.process_id),
+    multiprocess.maybe_initialize(
+        *multiprocess.resolve(f.coordinator_address, f.num_processes, f.process_id),
         auto=f.distributed)
     _hint_cpu_malloc()
-    pipeline.train_and_evaluate(f.config, f.workdir)
+    overrides = tuple(config_flags.get_override_values(f["config"]))
+    run.train_and_evaluate(f.config, f.workdir, overrides)
   except loop.Preempted as e:
     _exit(PREEMPTED_STATUS, f"rrjax: {e}")
-  except USER_ERRORS as e:
+  except errors.UserError as e:
     if f.traceback or os.environ.get("RRJAX_TRACEBACK", "") not in ("", "0"):
       raise
     _exit(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}")

@@ -27,6 +27,8 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rrjax import errors
+
 ENV_DIR = "RRJAX_FASHION_MNIST_DIR"
 DEFAULT_DIR = "/usr/share/datasets/fashion-mnist"
 
@@ -69,10 +71,11 @@ def read_idx(path: str, magic: int) -> np.ndarray:
   ndim = magic & 0xFF
   header = 4 * (1 + ndim)
   if len(data) < header or int.from_bytes(data[:4], "big") != magic:
-    raise ValueError(f"{path}: not an IDX file with magic {magic:#010x}")
+    raise errors.UserError(f"{path}: not an IDX file with magic {magic:#010x}")
   shape = tuple(int.from_bytes(data[4 * (1 + i):4 * (2 + i)], "big") for i in range(ndim))
   if len(data) - header != int(np.prod(shape)):
-    raise ValueError(f"{path}: header says shape {shape} but holds {len(data) - header} bytes")
+    raise errors.UserError(f"{path}: header says shape {shape} but holds {len(data) - header} "
+                           "bytes")
   return np.frombuffer(data, np.uint8, offset=header).reshape(shape)
 
 
@@ -116,7 +119,7 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     for split, stems in _FILES.items():
       paths = [find_idx_file(self.idx_dir, stem) for stem in stems]
       if None in paths:
-        raise FileNotFoundError(
+        raise errors.UserError(
             f"fashion_mnist_local: missing {', '.join(s for s, p in zip(stems, paths) if not p)}"
             f"(.gz) in {self.idx_dir} (install the Debian package dataset-fashion-mnist or set "
             f"{ENV_DIR})")
@@ -127,9 +130,9 @@ class FashionMnistLocal(tfds.core.GeneratorBasedBuilder):
     images = read_idx(images_path, _IMAGES_MAGIC)
     labels = read_idx(labels_path, _LABELS_MAGIC)
     if images.shape[1:] != (28, 28) or len(images) != len(labels):
-      raise ValueError(f"{images_path}, {labels_path}: expected n 28x28 images and n labels, "
-                       f"got images {images.shape}, labels {labels.shape}")
+      raise errors.UserError(f"{images_path}, {labels_path}: expected n 28x28 images and n "
+                             f"labels, got images {images.shape}, labels {labels.shape}")
     if labels.max(initial=0) >= len(CLASS_NAMES):
-      raise ValueError(f"{labels_path}: label {labels.max()} out of range [0, 10)")
+      raise errors.UserError(f"{labels_path}: label {labels.max()} out of range [0, 10)")
     for i, (image, label) in enumerate(zip(images, labels)):
       yield i, {"image": image[..., None], "label": int(label)}

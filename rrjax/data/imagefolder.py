@@ -26,6 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 from PIL import Image
 
+from rrjax import errors
 from rrjax.data import source as source_lib
 from rrjax.data import splits
 
@@ -42,16 +43,16 @@ class ImageFolderSource(source_lib.Source):
     name = PREFIX + root
     base = splits.parse(split).base
     if base not in SPLITS:
-      raise ValueError(f"{name}: unknown split {base!r}; image folders have {SPLITS}")
+      raise errors.UserError(f"{name}: unknown split {base!r}; image folders have {SPLITS}")
     if not os.path.isdir(root):
-      raise ValueError(f"{name}: no such directory")
+      raise errors.UserError(f"{name}: no such directory")
     split_dir = os.path.join(root, base)
     if not os.path.isdir(split_dir):
-      raise ValueError(f"{name}: no such directory {split_dir}")
+      raise errors.UserError(f"{name}: no such directory {split_dir}")
     classes = sorted(set().union(*(_class_dirs(os.path.join(root, s)) for s in SPLITS)))
     present = _class_dirs(split_dir)
     if not present:
-      raise ValueError(f"{name}: {split_dir} has no class folders")
+      raise errors.UserError(f"{name}: {split_dir} has no class folders")
     files = []
     for label, class_name in enumerate(classes):
       if class_name not in present:
@@ -61,8 +62,8 @@ class ImageFolderSource(source_lib.Source):
                 if f.lower().endswith(IMAGE_EXTENSIONS) and
                 os.path.isfile(os.path.join(class_dir, f))]
       if not images:
-        raise ValueError(f"{name}: class folder {class_dir} has no images "
-                         f"({', '.join(IMAGE_EXTENSIONS)})")
+        raise errors.UserError(f"{name}: class folder {class_dir} has no images "
+                               f"({', '.join(IMAGE_EXTENSIONS)})")
       files += [(os.path.join(class_name, f), label) for f in images]
     files.sort(key=lambda item: (_order_key(item[0]), item[0]))
     self._paths = [os.path.join(split_dir, relative) for relative, _ in files]
@@ -92,7 +93,7 @@ def _image_size(name: str, path: str) -> tuple[int, int]:
     with Image.open(path) as image:
       width, height = image.size
   except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f"{name}: cannot read image {path}: {e}") from e
+    raise errors.UserError(f"{name}: cannot read image {path}: {e}") from e
   return height, width
 
 
@@ -106,4 +107,4 @@ def _decode(name: str, path: str) -> np.ndarray:
         return source_lib.to_rgb(grey.astype(np.uint8))
       return np.asarray(image.convert("RGB"))
   except (OSError, ValueError, Image.DecompressionBombError) as e:
-    raise ValueError(f"{name}: cannot read image {path}: {e}") from e
+    raise errors.UserError(f"{name}: cannot read image {path}: {e}") from e

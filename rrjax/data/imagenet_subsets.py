@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
+from rrjax import errors
 from rrjax.data import source as source_lib
 from rrjax.data import splits
 from rrjax.data import tfds_source
@@ -67,11 +68,11 @@ def read_classlist(name: str) -> tuple[list[str], list[str]]:
         continue
       wnid, sep, words = line.partition("\t")
       if not sep or not wnid.startswith("n") or not words:
-        raise ValueError(f"{path}:{number}: expected 'wnid<TAB>name', got {line!r}")
+        raise errors.UserError(f"{path}:{number}: expected 'wnid<TAB>name', got {line!r}")
       wnids.append(wnid)
       names.append(words)
   if len(set(wnids)) != len(wnids):
-    raise ValueError(f"{path}: repeated wnids")
+    raise errors.UserError(f"{path}: repeated wnids")
   return wnids, names
 
 
@@ -93,7 +94,7 @@ def load(name: str, split: str, *, data_dir: str | None = None, image_size: int 
     cache_dir: where the base split's labels are cached; default `~/.cache/rrjax`.
   """
   if name not in NAMES:
-    raise ValueError(f"unknown ImageNet subset {name!r}; known: {', '.join(NAMES)}")
+    raise errors.UserError(f"unknown ImageNet subset {name!r}; known: {', '.join(NAMES)}")
   base = splits.parse(split).base
   parent = tfds_source.load(BASE, base, data_dir=data_dir, image_size=image_size)
   wnids, names = read_classlist(IMAGENET100 if name == LABELSHIFT else name)
@@ -103,7 +104,7 @@ def load(name: str, split: str, *, data_dir: str | None = None, image_size: int 
     relabel = {wnid: i for i, wnid in enumerate(wnids)}
   unknown = sorted(set(relabel) - set(parent.class_names))
   if unknown:
-    raise ValueError(f"{name}: wnids {', '.join(unknown)} are not {BASE} classes")
+    raise errors.UserError(f"{name}: wnids {', '.join(unknown)} are not {BASE} classes")
   parent_label = {wnid: i for i, wnid in enumerate(parent.class_names)}
   labels = base_labels(parent, _cache_path(cache_dir, data_dir, base))
   return ClassSubset(parent, labels, {parent_label[w]: new for w, new in relabel.items()},
@@ -120,8 +121,8 @@ class ClassSubset(source_lib.Source):
   def __init__(self, parent: source_lib.Source, parent_labels: np.ndarray,
                relabel: dict[int, int], class_names: list[str], *, name: str, split: str):
     if parent.split != splits.parse(parent.split).base or len(parent_labels) != len(parent):
-      raise ValueError(f"{name}: needs a whole base split and its labels, got {parent!r} and "
-                       f"{len(parent_labels)} labels")
+      raise errors.UserError(f"{name}: needs a whole base split and its labels, got {parent!r} "
+                             f"and {len(parent_labels)} labels")
     self._lookup = np.full(parent.num_classes, -1, np.int64)
     self._lookup[list(relabel)] = list(relabel.values())
     labelled = parent_labels >= 0
@@ -129,7 +130,7 @@ class ClassSubset(source_lib.Source):
     kept[labelled] = self._lookup[parent_labels[labelled]] >= 0
     self._members = np.flatnonzero(kept)
     if not self._members.size:
-      raise ValueError(f"{name}: no example of its classes in {parent.name} {parent.split}")
+      raise errors.UserError(f"{name}: no example of its classes in {parent.name} {parent.split}")
     self._parent = parent
     super().__init__(name=name, split=split, class_names=class_names,
                      num_base=self._members.size, native_size=parent.native_size,
@@ -142,10 +143,10 @@ class ClassSubset(source_lib.Source):
     for position, (image, label) in zip(parent_positions, examples):
       if self._lookup[label] < 0:
         # Membership came from labels read earlier: the base split has changed since.
-        raise ValueError(
-            f"{self.name}: example {position} of {self._parent.name} {self._parent.split} has "
-            f"label {label}, not one of this subset's classes: the cached labels of the split "
-            f"are stale; delete them ({_CACHE_PREFIX}*.npy in the cache dir)")
+        raise errors.UserError(f"{self.name}: example {position} of {self._parent.name} "
+                               f"{self._parent.split} has label {label}, not one of this subset's "
+                               "classes: the cached labels of the split are stale; delete them "
+                               f"({_CACHE_PREFIX}*.npy in the cache dir)")
       out.append((image, int(self._lookup[label])))
     return out
 

@@ -18,8 +18,9 @@ P local batches of a step concatenate to the single-process batch.
   step k is a pure function of (seed, k), whatever `start_step` and the process count, which is
   what makes resuming mid-epoch exact. `augment=False` replaces the random view by the eval view.
 * Eval: one pass in source order (`seed` unused). The last partial batch is padded to full size
-  with zero images, label 0, index 0 and `mask` False (`drop_remainder=True` drops it instead), so every
-  batch has one shape for `jit` and each example appears exactly once with `mask` True.
+  with zero images, label 0, index 0 and `mask` False (`drop_remainder=True` drops it
+  instead), so every batch has one shape for `jit` and each example appears exactly once with
+  `mask` True.
 
 Batches are produced on a background thread into a small bounded queue, so reading, decoding
 and resizing overlap the training step; within a batch, `num_threads` threads split the images
@@ -34,6 +35,7 @@ from collections.abc import Callable, Iterator
 import jax
 import numpy as np
 
+from rrjax import errors
 from rrjax.data import source as source_lib
 from rrjax.data import views
 
@@ -98,8 +100,8 @@ def batches(source: source_lib.Source, batch_size: int, *, train: bool, seed: in
 
   if train:
     if drop_remainder and n < batch_size:
-      raise ValueError(f"batch_size {batch_size} exceeds the {n} examples of {source.name} "
-                       f"{source.split}; use a smaller batch or drop_remainder=False")
+      raise errors.UserError(f"batch_size {batch_size} exceeds the {n} examples of {source.name} "
+                             f"{source.split}; use a smaller batch or drop_remainder=False")
     steps_per_epoch = n // batch_size
     total = None
     order = _EpochOrder(n, seed)

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from rrjax import errors
 from rrjax.data import splits
 
 # Measurement resolution of datasets whose images vary in size (ImageNet-style), as in the paper.
@@ -42,7 +43,7 @@ class Source(abc.ABC):
     if image_size is None:
       image_size = min(native_size) if native_size else DEFAULT_VARIABLE_SIZE
     if not isinstance(image_size, (int, np.integer)) or image_size <= 0:
-      raise ValueError(f"image_size must be a positive int, got {image_size!r}")
+      raise errors.UserError(f"image_size must be a positive int, got {image_size!r}")
     self.image_size = int(image_size)
     # Positions in the base split of this source's examples, in order.
     self._positions = splits.parse(split).indices(num_base)
@@ -87,11 +88,11 @@ def to_rgb(image: np.ndarray) -> np.ndarray:
   """uint8 `[h, w]` or `[h, w, c]`, c in {1, 3, 4} -> `[h, w, 3]` (grey repeated, alpha dropped)."""
   image = np.asarray(image)
   if image.dtype != np.uint8:
-    raise ValueError(f"expected uint8 images, got dtype {image.dtype}")
+    raise errors.UserError(f"expected uint8 images, got dtype {image.dtype}")
   if image.ndim == 2:
     image = image[..., None]
   if image.ndim != 3 or image.shape[-1] not in (1, 3, 4):
-    raise ValueError(f"expected an image [h, w, 1|3|4], got shape {image.shape}")
+    raise errors.UserError(f"expected an image [h, w, 1|3|4], got shape {image.shape}")
   if image.shape[-1] == 1:
     return np.repeat(image, 3, axis=-1)
   return image[..., :3]

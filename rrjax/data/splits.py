@@ -17,6 +17,8 @@ import re
 
 import numpy as np
 
+from rrjax import errors
+
 _SPLIT_RE = re.compile(r"^(?P<base>[\w-]+)(?:\[(?P<start>[^:\[\]]*):(?P<stop>[^:\[\]]*)\])?$")
 _BOUND_RE = re.compile(r"^(?P<value>-?\d+(?:\.\d+)?)(?P<percent>%?)$")
 
@@ -33,7 +35,7 @@ class Split:
     """Positions `[n]` (int64, increasing) of the selected examples in the base split."""
     start, stop = self._bounds(num_examples)
     if stop <= start:
-      raise ValueError(f"split {self} selects no examples of {num_examples}")
+      raise errors.UserError(f"split {self} selects no examples of {num_examples}")
     return np.arange(start, stop, dtype=np.int64)
 
   def _bounds(self, n: int) -> tuple[int, int]:
@@ -42,8 +44,8 @@ class Split:
         return default
       value = round(bound * n / 100) if self.percent else int(bound)
       if abs(value) > n:
-        raise ValueError(f"split {self}: bound {bound:g}{'%' if self.percent else ''} is out of "
-                         f"range for {n} examples")
+        raise errors.UserError(f"split {self}: bound {bound:g}{'%' if self.percent else ''} is "
+                               f"out of range for {n} examples")
       return value + n if value < 0 else value
     return absolute(self.start, 0), absolute(self.stop, n)
 
@@ -59,8 +61,8 @@ def parse(split: str) -> Split:
   """Parses `"base"` or `"base[start:stop]"`; raises ValueError naming a malformed string."""
   match = _SPLIT_RE.match(split.replace(" ", "")) if isinstance(split, str) else None
   if not match:
-    raise ValueError(f"malformed split {split!r}: expected 'name' or 'name[start:stop]', "
-                     "e.g. 'train', 'train[:90%]', 'test[-500:]'")
+    raise errors.UserError(f"malformed split {split!r}: expected 'name' or 'name[start:stop]', "
+                           "e.g. 'train', 'train[:90%]', 'test[-500:]'")
   bounds = []
   units = set()
   for text in (match["start"], match["stop"]):
@@ -69,11 +71,11 @@ def parse(split: str) -> Split:
       continue
     bound = _BOUND_RE.match(text)
     if not bound or (not bound["percent"] and "." in bound["value"]):
-      raise ValueError(f"malformed bound {text!r} in split {split!r}: expected an integer "
-                       "or a percentage such as '90%'")
+      raise errors.UserError(f"malformed bound {text!r} in split {split!r}: expected an integer "
+                             "or a percentage such as '90%'")
     units.add(bool(bound["percent"]))
     bounds.append(float(bound["value"]))
   if len(units) > 1:
-    raise ValueError(f"split {split!r} mixes percent and absolute bounds")
+    raise errors.UserError(f"split {split!r} mixes percent and absolute bounds")
   start, stop = bounds
   return Split(match["base"], start, stop, percent=units == {True})

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import tensorflow_datasets as tfds
 
+from rrjax import errors
 from rrjax.data import source as source_lib
 from rrjax.data import splits
 
@@ -34,8 +35,8 @@ def load(name: str, split: str, *, data_dir: str | None = None,
   try:
     builder = tfds.builder(name, data_dir=data_dir)
   except tfds.core.registered.DatasetNotFoundError as e:
-    raise ValueError(f"{name!r} is not a TFDS dataset (nor 'fashion_mnist_local' or "
-                     "'imagefolder:<dir>')") from e
+    raise errors.UserError(f"{name!r} is not a TFDS dataset (nor 'fashion_mnist_local' or "
+                           "'imagefolder:<dir>')") from e
   if not builder.is_prepared():
     # array_record is the random-access format TFDS can write.
     builder = tfds.builder(name, data_dir=data_dir, file_format="array_record")
@@ -48,11 +49,12 @@ def prepare(builder: tfds.core.DatasetBuilder, name: str) -> None:
   try:
     builder.download_and_prepare()
   except Exception as e:  # Anything from downloading, extracting or encoding.
-    raise RuntimeError(
-        f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root} and preparing it "
-        f"failed ({type(e).__name__}: {e}). Prepare it where the data can be reached "
-        f"(`tfds build {name} --file_format=array_record --data_dir=...`; manual datasets "
-        "read their archives from <data_dir>/downloads/manual/) and pass that data_dir.") from e
+    raise errors.UserError(f"TFDS dataset {name!r} is not prepared in {builder.data_dir_root} "
+                           f"and preparing it failed ({type(e).__name__}: {e}). Prepare it where "
+                           f"the data can be reached (`tfds build {name} "
+                           "--file_format=array_record --data_dir=...`; manual datasets read "
+                           "their archives from <data_dir>/downloads/manual/) and pass that "
+                           "data_dir.") from e
 
 
 class TfdsSource(source_lib.Source):
@@ -65,12 +67,12 @@ class TfdsSource(source_lib.Source):
     features = info.features
     for key in (self._image_key, self._label_key):
       if key not in features:
-        raise ValueError(f"TFDS dataset {name!r} has no feature {key!r} "
-                         f"(features: {', '.join(features.keys())})")
+        raise errors.UserError(f"TFDS dataset {name!r} has no feature {key!r} "
+                               f"(features: {', '.join(features.keys())})")
     label_feature = features[self._label_key]
     if not isinstance(label_feature, tfds.features.ClassLabel):
-      raise ValueError(f"TFDS dataset {name!r}: label feature {self._label_key!r} is not a "
-                       f"ClassLabel but {type(label_feature).__name__}")
+      raise errors.UserError(f"TFDS dataset {name!r}: label feature {self._label_key!r} is not a "
+                             f"ClassLabel but {type(label_feature).__name__}")
     height, width = features[self._image_key].shape[:2]
     base = splits.parse(split).base
     if info.file_format in _RANDOM_ACCESS_FORMATS:
@@ -100,11 +102,10 @@ class _TfrecordSplit:
     try:
       import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
     except ImportError as e:
-      raise RuntimeError(
-          f"TFDS dataset {builder.name!r} is prepared in {builder.data_dir} as "
-          f"{builder.info.file_format.value}, which only TensorFlow can read: "
-          "`pip install tensorflow-cpu`, or prepare it again with "
-          f"`tfds build {builder.name} --file_format=array_record`.") from e
+      raise errors.UserError(f"TFDS dataset {builder.name!r} is prepared in {builder.data_dir} as "
+                             f"{builder.info.file_format.value}, which only TensorFlow can read: "
+                             "`pip install tensorflow-cpu`, or prepare it again with `tfds build "
+                             f"{builder.name} --file_format=array_record`.") from e
     self._image_key, self._label_key = image_key, label_key
     feature = builder.info.features[image_key]
     encoded = isinstance(feature, tfds.features.Image)

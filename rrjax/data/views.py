@@ -19,6 +19,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from rrjax import errors
+
 DEFAULT_SCALE = (0.08, 1.0)
 DEFAULT_RATIO = (3 / 4, 4 / 3)
 # The ImageNet eval convention: resize to 256, centre crop 224.
@@ -50,9 +52,9 @@ def random_crop_box(shape: tuple[int, int], rng: np.random.Generator, *,
                     ratio: tuple[float, float] = DEFAULT_RATIO) -> tuple[int, int, int, int]:
   """torchvision's RandomResizedCrop box `(top, left, height, width)` in an image of `shape`."""
   if not 0 < scale[0] <= scale[1] <= 1:
-    raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+    raise errors.UserError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
   if not 0 < ratio[0] <= ratio[1]:
-    raise ValueError(f"crop ratio must satisfy 0 < lo <= hi, got {ratio}")
+    raise errors.UserError(f"crop ratio must satisfy 0 < lo <= hi, got {ratio}")
   height, width = shape
   area = height * width
   log_ratio = (math.log(ratio[0]), math.log(ratio[1]))

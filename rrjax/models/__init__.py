@@ -30,6 +30,8 @@ from typing import Any, Callable
 
 import jax.numpy as jnp
 
+from rrjax import errors
+
 # Compute dtypes an encoder may run in (`config.train.compute_dtype`).
 COMPUTE_DTYPES = ("float32", "bfloat16")
 
@@ -73,7 +75,7 @@ def info(name: str) -> Entry:
   if name not in _REGISTRY and name in _LAZY:
     importlib.import_module(f"rrjax.models.{_LAZY[name]}")
   if name not in _REGISTRY:
-    raise ValueError(f"unknown encoder {name!r}; known: {', '.join(names())}")
+    raise errors.UserError(f"unknown encoder {name!r}; known: {', '.join(names())}")
   return _REGISTRY[name]
 
 
@@ -100,8 +102,8 @@ def load(name: str, pretrained: bool = True, head: str = "embed", *, weights: st
   if "dtype" in kwargs:
     kwargs["dtype"] = compute_dtype(kwargs["dtype"])
   if pretrained and not entry.has_pretrained and weights is None:
-    raise ValueError(f"encoder {name!r} has no published weights: use pretrained=False or "
-                     "pass weights=<path>")
+    raise errors.UserError(f"encoder {name!r} has no published weights: use pretrained=False or "
+                           "pass weights=<path>")
   return entry.builder(pretrained=pretrained, head=head, weights=weights, **kwargs)
 
 
@@ -116,7 +118,7 @@ def compute_dtype(name, field: str = "compute dtype") -> jnp.dtype:
   except TypeError:
     dtype = None
   if dtype is None or dtype.name not in COMPUTE_DTYPES:
-    raise ValueError(f"{field}: {name!r} not one of {', '.join(COMPUTE_DTYPES)}")
+    raise errors.UserError(f"{field}: {name!r} not one of {', '.join(COMPUTE_DTYPES)}")
   return dtype
 
 

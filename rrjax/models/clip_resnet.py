@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from rrjax import errors
 from rrjax.models import register, torch_reader, weights_io
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD, prepare
 
@@ -175,8 +176,8 @@ class ModifiedResNet(nn.Module):
 def check_resolution(resolution: int) -> None:
   """Raises unless `resolution` is a positive multiple of 32 (the tower's downsampling)."""
   if resolution <= 0 or resolution % REDUCTION:
-    raise ValueError(f"CLIP ResNet resolution must be a positive multiple of {REDUCTION}, got "
-                     f"{resolution}")
+    raise errors.UserError(f"CLIP ResNet resolution must be a positive multiple of {REDUCTION}, "
+                           f"got {resolution}")
 
 
 # --- PyTorch checkpoints ----------------------------------------------------------------------
@@ -222,8 +223,8 @@ def visual_tensors(state: dict[str, np.ndarray], source: str = "state dict") -> 
                        and not name.endswith(".num_batches_tracked") else None)
   out = weights_io.select_tensors(state, keep, source=source)
   if not out:
-    raise ValueError(f"{source}: no CLIP image-tower tensors (names starting with 'visual.'); "
-                     f"found e.g. {sorted(state)[:5]}")
+    raise errors.UserError(f"{source}: no CLIP image-tower tensors (names starting with "
+                           f"'visual.'); found e.g. {sorted(state)[:5]}")
   return out
 
 
@@ -246,16 +247,16 @@ def _infer(visual: dict[str, np.ndarray], source: str) -> dict:
   """`infer_config` on the output of `visual_tensors`."""
   for key in ("layer1.0.conv1.weight", "attnpool.c_proj.weight", "attnpool.positional_embedding"):
     if key not in visual:
-      raise ValueError(f"{source}: missing tensor {_VISUAL + key!r}; not a CLIP ResNet tower "
-                       "(a ViT checkpoint?)")
+      raise errors.UserError(f"{source}: missing tensor {_VISUAL + key!r}; not a CLIP ResNet "
+                             "tower (a ViT checkpoint?)")
   layers = tuple(len({key.split(".")[1] for key in visual if key.startswith(f"layer{stage}.")})
                  for stage in range(1, 5))
   width = visual["layer1.0.conv1.weight"].shape[0]
   tokens = visual["attnpool.positional_embedding"].shape[0]
   grid = math.isqrt(max(tokens - 1, 0))
   if tokens < 2 or grid * grid != tokens - 1:
-    raise ValueError(f"{source}: 'visual.attnpool.positional_embedding' has {tokens} rows, not "
-                     "one plus a square grid")
+    raise errors.UserError(f"{source}: 'visual.attnpool.positional_embedding' has {tokens} rows, "
+                           "not one plus a square grid")
   return {"layers": layers, "width": width,
           "embed_dim": visual["attnpool.c_proj.weight"].shape[0], "heads": width // 2,
           "resolution": grid * REDUCTION}
@@ -336,8 +337,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     try:
       from safetensors.numpy import load_file
     except ImportError as e:
-      raise ImportError(f"reading {os.fspath(path)} needs the safetensors package: pip "
-                        "install safetensors") from e
+      raise errors.UserError(f"reading {os.fspath(path)} needs the safetensors package: pip "
+                             "install safetensors") from e
     return load_file(path)
   return torch_reader.read(path)
 
@@ -387,13 +388,14 @@ _OPTIONS = ("resolution", "num_classes", "dtype", "seed")
 def default_weights_path(arch: Arch) -> str:
   """OpenAI's published checkpoint of `arch` in `clip.load`'s download cache, if it is there."""
   if arch.openai_file is None:
-    raise ValueError(f"{arch.name!r} has no published weights: pass weights=<path>")
+    raise errors.UserError(f"{arch.name!r} has no published weights: pass weights=<path>")
   path = os.path.expanduser(os.path.join(OPENAI_CACHE, arch.openai_file))
   if not os.path.isfile(path):
-    raise FileNotFoundError(
-        f"no weights for {arch.name!r}: OpenAI's {arch.openai_file} is not at {path} (nothing "
-        f"is downloaded here). Pass config.teacher.weights=<path to {arch.openai_file} or an "
-        "open_clip checkpoint> (weights=<path> for rrjax.models.load), or copy the file there")
+    raise errors.UserError(f"no weights for {arch.name!r}: OpenAI's {arch.openai_file} is not at "
+                           f"{path} (nothing is downloaded here). Pass "
+                           f"config.teacher.weights=<path to {arch.openai_file} or an open_clip "
+                           "checkpoint> (weights=<path> for rrjax.models.load), or copy the file "
+                           "there")
   return path
 
 
@@ -416,12 +418,13 @@ def build(arch: Arch, pretrained: bool, head: str, weights: str | None = None, *
   """
   unknown = sorted(set(kwargs) - set(_OPTIONS))
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for {arch.name!r}; allowed: "
-                     f"{', '.join(_OPTIONS)}")
+    raise errors.UserError(f"unknown option(s) {unknown} for {arch.name!r}; allowed: "
+                           f"{', '.join(_OPTIONS)}")
   num_classes = kwargs.get("num_classes")
   if head == "logits" and num_classes is None:
-    raise ValueError(f"{arch.name!r} has no classifier (head='logits'): use head='embed' with "
-                     "the zero-shot head, or pass num_classes=N for a fresh linear classifier")
+    raise errors.UserError(f"{arch.name!r} has no classifier (head='logits'): use head='embed' "
+                           "with the zero-shot head, or pass num_classes=N for a fresh linear "
+                           "classifier")
   module = ModifiedResNet(arch.layers, arch.width, arch.embed_dim, arch.heads,
                           resolution=kwargs.get("resolution", 224), head=head,
                           num_classes=num_classes,

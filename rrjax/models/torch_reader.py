@@ -39,6 +39,8 @@ from typing import Any, BinaryIO, Union
 import ml_dtypes
 import numpy as np
 
+from rrjax import errors
+
 Source = Union[str, os.PathLike, BinaryIO]
 
 # First pickle of a legacy file, and the format version the second one must hold.
@@ -64,7 +66,7 @@ _STORAGE_DTYPES = {
 }
 
 
-class CheckpointError(ValueError):
+class CheckpointError(errors.UserError):
   """The file is not a PyTorch checkpoint this reader can turn into tensors."""
 
 
@@ -379,7 +381,12 @@ def load(source: Source) -> Any:
     CheckpointError: the file is not a readable PyTorch checkpoint.
   """
   if isinstance(source, (str, os.PathLike)):
-    with open(source, "rb") as f:
+    try:
+      f = open(source, "rb")
+    except OSError as e:
+      raise CheckpointError(f"{os.fspath(source)}: cannot open the weights file "
+                            f"({e.strerror or e})") from None
+    with f:
       return load(f)
   start = source.tell()
   head = source.read(512)

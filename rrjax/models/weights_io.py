@@ -7,10 +7,13 @@ silently broadcast or half-used.
 """
 
 import os
+import zipfile
 
 import jax
 import numpy as np
 from flax import traverse_util
+
+from rrjax import errors
 
 _SEP = "/"
 
@@ -48,18 +51,25 @@ def load_npz(path: str | os.PathLike, reference_variables) -> dict:
       by the module, or of the wrong shape.
   """
   reference = flatten(reference_variables)
-  with np.load(path, allow_pickle=False) as npz:
-    stored = {key: npz[key] for key in npz.files}
+  try:
+    with np.load(path, allow_pickle=False) as npz:
+      stored = {key: npz[key] for key in npz.files}
+  except OSError as e:
+    raise errors.UserError(f"{os.fspath(path)}: cannot read the weights file "
+                           f"({e.strerror or e})") from None
+  except (ValueError, EOFError, zipfile.BadZipFile) as e:
+    raise errors.UserError(f"{os.fspath(path)}: not an .npz file of arrays ({e})") from None
   for key in sorted(set(reference) | set(stored)):
     if key not in stored:
-      raise ValueError(f"{os.fspath(path)}: missing variable {key!r} (shape "
-                       f"{tuple(reference[key].shape)}); wrong architecture?")
+      raise errors.UserError(f"{os.fspath(path)}: missing variable {key!r} (shape "
+                             f"{tuple(reference[key].shape)}); wrong architecture?")
     if key not in reference:
-      raise ValueError(f"{os.fspath(path)}: unexpected variable {key!r} (shape "
-                       f"{stored[key].shape}) not in the module; wrong architecture?")
+      raise errors.UserError(f"{os.fspath(path)}: unexpected variable {key!r} (shape "
+                             f"{stored[key].shape}) not in the module; wrong architecture?")
     if stored[key].shape != tuple(reference[key].shape):
-      raise ValueError(f"{os.fspath(path)}: variable {key!r} has shape {stored[key].shape}, the "
-                       f"module expects {tuple(reference[key].shape)}; wrong architecture?")
+      raise errors.UserError(f"{os.fspath(path)}: variable {key!r} has shape {stored[key].shape}, "
+                             f"the module expects {tuple(reference[key].shape)}; wrong "
+                             "architecture?")
   return unflatten({key: stored[key].astype(reference[key].dtype) for key in reference})
 
 
@@ -90,19 +100,20 @@ def match_state_dict(state: dict, shapes: dict, torch_key, to_flax, *, source: s
     name = prefix + key
     if key not in state:
       path = expected[key]
-      raise ValueError(f"{source}: missing tensor {name!r} for Flax variable {'/'.join(path)} "
-                       f"{tuple(shapes[path])}; weights of another architecture?")
+      raise errors.UserError(f"{source}: missing tensor {name!r} for Flax variable "
+                             f"{'/'.join(path)} {tuple(shapes[path])}; weights of another "
+                             "architecture?")
     if key not in expected:
-      raise ValueError(f"{source}: unexpected tensor {name!r} {tuple(state[key].shape)}, not "
-                       f"part of {arch}; weights of another architecture?")
+      raise errors.UserError(f"{source}: unexpected tensor {name!r} {tuple(state[key].shape)}, "
+                             f"not part of {arch}; weights of another architecture?")
     path = expected[key]
     value = to_flax(state[key], path[-1])
     if adapt is not None:
       value = adapt(key, value, tuple(shapes[path]))
     if value.shape != tuple(shapes[path]):
-      raise ValueError(f"{source}: tensor {name!r} has shape {tuple(state[key].shape)}, "
-                       f"{value.shape} in Flax layout, but {'/'.join(path)} expects "
-                       f"{tuple(shapes[path])}; weights of another architecture?")
+      raise errors.UserError(f"{source}: tensor {name!r} has shape {tuple(state[key].shape)}, "
+                             f"{value.shape} in Flax layout, but {'/'.join(path)} expects "
+                             f"{tuple(shapes[path])}; weights of another architecture?")
     flat[path] = value
   return traverse_util.unflatten_dict(flat)
 
@@ -127,6 +138,7 @@ def select_tensors(state: dict, keep, *, source: str) -> dict:
     if kept is None:
       continue
     if kept in out:
-      raise ValueError(f"{source}: tensor {name!r} appears twice (with and without 'module.')")
+      raise errors.UserError(f"{source}: tensor {name!r} appears twice (with and without "
+                             "'module.')")
     out[kept] = value
   return out

@@ -1,0 +1,118 @@
+"""Frozen encoders over many images: features in batches, optionally corrupted on device.
+
+    encoder = Encoder(module, variables, batch_size=256, mesh=mesh)
+    features = encoder.features(images, corruption=A, key=key)       # float32 [N, D]
+
+Batch b is corrupted with `A(fold_in(key, b), batch)` on device, so each image's corruption is
+independent of the others and reproducible for the same key, batch size and device count.
+"""
+
+import dataclasses
+import functools
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+
+from rrjax.corruptions import Operator
+from rrjax.parallel import sharding
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Encoder:
+  """A frozen encoder as evaluation runs it: a module, its variables, a batch size, a mesh.
+
+  The module maps images `[B, H, W, C]` in [0, 1] to `[B, D]`: an embedding, or the logits of
+  a classifier (the fine-tuned baseline), which are scored the same way.
+  """
+  module: nn.Module
+  variables: Any
+  batch_size: int = 256
+  mesh: Mesh | None = None
+
+  def features(self, images: np.ndarray, corruption: Operator | None = None,
+               key: jax.Array | None = None) -> np.ndarray:
+    """float32 `[N, D]` of `images` `[N, H, W, C]`, corrupted by `corruption` under `key`."""
+    return extract_features(self.module, self.variables, images, corruption=corruption,
+                            key=key, batch_size=self.batch_size, mesh=self.mesh)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _encode(module: nn.Module, corruption: Operator | None, out_sharding: NamedSharding | None,
+            variables: Any, images: jax.Array, key: jax.Array | None,
+            index: jax.Array) -> jax.Array:
+  """`[B, H, W, C]` images of batch `index` -> float32 features `[B, D]`."""
+  if corruption is not None:
+    images = corruption(jax.random.fold_in(key, index), images)
+  features = module.apply(variables, images, train=False).astype(jnp.float32)
+  if out_sharding is not None:
+    # Replicated, so that every process can read all features back.
+    features = jax.lax.with_sharding_constraint(features, out_sharding)
+  return features
+
+
+def extract_features(module: nn.Module, variables: Any, images: np.ndarray, *,
+                     corruption: Operator | None = None, key: jax.Array | None = None,
+                     batch_size: int = 256, mesh: Mesh | None = None) -> np.ndarray:
+  """Runs the frozen encoder (train=False) over `images`, optionally corrupted.
+
+  Batch b is corrupted with `A(fold_in(key, b), batch)` on device, so each image's corruption
+  is independent of the others and reproducible for the same key, batch size and device count.
+  The last batch is padded to the full batch size: one compilation per call shape.
+
+  The features are not normalised; `fit` standardises them.
+
+  Args:
+    module, variables: an encoder (see `rrjax.models`); its output is `[B, D]`.
+    images: float32 `[N, H, W, C]` in [0, 1] (host array, read one batch at a time).
+    corruption: the operator A, or None for clean images.
+    key: the corruption key; needed when `corruption.random`.
+    batch_size: images per batch (at most N), rounded up to a multiple of the mesh's devices.
+    mesh: when given, each batch is split over its data axis and the variables replicated.
+
+  Returns:
+    float32 `[N, D]`.
+  """
+  n = images.shape[0]
+  if n == 0 or batch_size < 1:
+    raise ValueError(f"need images and batch_size >= 1, got N={n}, batch_size={batch_size}")
+  if corruption is not None and key is None:
+    if corruption.random:
+      raise ValueError(f"corruption {corruption} is random: pass a key")
+    key = jax.random.key(0)  # The output does not depend on it.
+  batch_size = min(batch_size, n)
+  batch_put = out_sharding = None
+  if mesh is not None:
+    batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
+    batch_put, out_sharding = sharding.batch_sharding(mesh), sharding.replicated(mesh)
+    variables = sharding.replicate(variables, mesh)
+  num_batches = -(-n // batch_size)
+  log_every = max(1, num_batches // 10)
+
+  features, pending = [], None
+  start_time = time.perf_counter()
+  for b in range(num_batches):
+    batch = np.asarray(images[b * batch_size:(b + 1) * batch_size], np.float32)
+    if batch.shape[0] < batch_size:
+      pad = np.zeros((batch_size - batch.shape[0],) + batch.shape[1:], batch.dtype)
+      batch = np.concatenate([batch, pad])
+    out = _encode(module, corruption, out_sharding, variables,
+                  jax.device_put(batch, batch_put), key, np.int32(b))
+    # Fetching the previous batch while this one runs keeps the device busy.
+    if pending is not None:
+      features.append(np.asarray(pending))
+    pending = out
+    if (b + 1) % log_every == 0 or b + 1 == num_batches:
+      pending.block_until_ready()
+      done = min((b + 1) * batch_size, n)
+      logging.info("extract_features: %d/%d images (%.0f%%), %.1f images/s", done, n,
+                   100 * done / n, done / (time.perf_counter() - start_time))
+  features.append(np.asarray(pending))
+  return np.concatenate(features)[:n]
+
+

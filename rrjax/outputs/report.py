@@ -1,0 +1,143 @@
+"""The run's report: results.json, report.md with a table per training run, and the plots.
+
+    report.write_results(workdir, config.to_dict(), rows, timing={"train": 812.4})
+
+`report.md` has a legend, the timing and one table per (dataset, training run): rows eval
+corruption x label fraction, columns the methods, the best non-ceiling method in bold.
+Outputs depend only on the arguments: no timestamps, JSON keys sorted, rows and tables in the
+caller's order.
+"""
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+
+from etils import epath
+
+from rrjax.outputs import files, metrics, plots
+from rrjax.outputs import rows as rows_lib
+from rrjax.parallel import multiprocess
+
+
+def write_results(workdir: str | os.PathLike, config: Mapping, rows: Sequence[Mapping],
+                  timing: Mapping) -> list[str]:
+  """Writes results.json, report.md and the plots into `workdir`; returns the paths written.
+
+  `<workdir>/results.json` is `{"config", "rows", "timing"}`. Plots without data are not
+  written (and a stale one from an earlier call is removed): loss.png from
+  `<workdir>/metrics.jsonl`, label_fraction.png, severity.png, loss_ablation.png
+  (`ours` per training loss).
+
+  Raises:
+    ValueError: for an invalid row or two rows for the same cell (before anything is written;
+      in every process). Processes other than the leader write nothing and return [].
+  """
+  rows_lib.check_rows(rows)
+  if not multiprocess.is_leader():
+    return []
+  workdir = epath.Path(workdir)
+  paths = [workdir / name for name in ("results.json", "report.md")]
+  files.write_json(paths[0], {"config": config, "rows": rows, "timing": timing})
+  files.atomic_write(paths[1], render_report(config, rows, timing))
+  figures = ((plots.plot_loss, metrics.read_metrics(workdir / "metrics.jsonl"), "loss.png"),
+             (plots.plot_label_fraction, rows, "label_fraction.png"),
+             (plots.plot_severity, rows, "severity.png"),
+             (plots.plot_per_loss, rows, "loss_ablation.png"))
+  for plot, data, name in figures:
+    path = workdir / name
+    if plot(data, path):
+      paths.append(path)
+  return [os.fspath(p) for p in paths]
+
+
+def _cell(row: Mapping) -> str:
+  if len(row["draws"]) == 1:
+    return f"{row['top1_mean']:.2f}"
+  return f"{row['top1_mean']:.2f} ± {row['top1_stderr']:.2f}"
+
+
+def _md(text: str) -> str:
+  """Escapes a table cell's pipes (corruption specs compose with `|`)."""
+  return text.replace("|", "\\|")
+
+
+def _draws_text(rows: Sequence[Mapping]) -> str:
+  counts = sorted({len(r["draws"]) for r in rows})
+  span = str(counts[0]) if len(counts) == 1 else f"{counts[0]} to {counts[-1]}"
+  return f"Evaluation draws per cell: {span}."
+
+
+def _results_table(rows: Sequence[Mapping]) -> list[str]:
+  """One markdown table: rows eval corruption x label fraction, columns the methods."""
+  methods = rows_lib.methods(rows)
+  cells = {(r["eval_corruption"], r["label_fraction"], r["method"]): r for r in rows}
+  evals = list(dict.fromkeys(r["eval_corruption"] for r in rows))
+  fractions = sorted({r["label_fraction"] for r in rows})
+  header = ["eval corruption", "labels"] + [rows_lib.COLUMN_NAMES.get(m, m) for m in methods]
+  lines = ["| " + " | ".join(_md(h) for h in header) + " |",
+           "|---|---:|" + "---:|" * len(methods)]
+  for ev in evals:
+    for fraction in fractions:
+      present = {m: cells[ev, fraction, m] for m in methods if (ev, fraction, m) in cells}
+      if not present:
+        continue
+      # Best of the non-ceiling methods, compared as displayed so that visible ties all bold;
+      # a lone candidate is not "best" of anything.
+      candidates = {m: round(r["top1_mean"], 2) for m, r in present.items()
+                    if m != rows_lib.CEILING and math.isfinite(r["top1_mean"])}
+      best = max(candidates.values()) if len(candidates) > 1 else None
+      row_cells = [f"`{_md(ev)}`", rows_lib.format_fraction(fraction)]
+      for m in methods:
+        if m not in present:
+          row_cells.append("–")
+        elif candidates.get(m) == best:
+          row_cells.append(f"**{_cell(present[m])}**")
+        else:
+          row_cells.append(_cell(present[m]))
+      lines.append("| " + " | ".join(row_cells) + " |")
+  return lines
+
+
+def _timing_table(timing: Mapping) -> list[str]:
+  if not timing:
+    return ["No timing recorded."]
+  lines = ["| stage | seconds |", "|---|---:|"]
+
+  def fmt(value):  # the caller may record non-numbers, e.g. a start date
+    return f"{value:.1f}" if rows_lib.is_number(value) else _md(str(value))
+
+  for stage, seconds in timing.items():
+    if stage != "total":
+      lines.append(f"| {_md(str(stage))} | {fmt(seconds)} |")
+  total = timing.get("total", sum(v for v in timing.values() if rows_lib.is_number(v)))
+  lines.append(f"| **total** | **{fmt(total)}** |")
+  return lines
+
+
+def render_report(config: Mapping, rows: Sequence[Mapping], timing: Mapping) -> str:
+  """The report.md text: legend, timing, one results table per (dataset, train corruption)."""
+  datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+  lines = [f"# Results: {', '.join(datasets) if datasets else 'no results'}", ""]
+  if rows:
+    lines += ["Top-1 accuracy (%), mean ± standard error over independent draws of the "
+              "evaluation corruption (no ± for a single draw). Labels: the fraction of the "
+              "labelled training set the probe (or head) saw. Bold: the best method other than "
+              "the clean-teacher ceiling.", "", "Methods:", ""]
+    for m in rows_lib.methods(rows):
+      lines.append(f"- **{rows_lib.COLUMN_NAMES.get(m, m)}** (`{m}`)"
+                   + (f": {rows_lib.LEGEND[m]}" if m in rows_lib.LEGEND else ""))
+    lines.append("")
+  lines += ["## Timing", ""] + _timing_table(timing) + [""]
+  tables = rows_lib.group(rows, lambda r: (r["dataset"], rows_lib.run_of(r)))
+  for (dataset, _), table_rows in tables.items():
+    first = table_rows[0]
+    run = f"{first['experiment']}, " if first.get("experiment") else ""
+    loss = f", loss `{first['loss']}`" if first.get("loss") else ""
+    lines += [f"## {dataset}, {run}trained on `{first['train_corruption']}`{loss}", "",
+              _draws_text(table_rows), ""]
+    lines += _results_table(table_rows) + [""]
+  lines += ["## Config", "", "```json",
+            json.dumps(files.to_python(config), indent=2, sort_keys=True, allow_nan=False),
+            "```", ""]
+  return "\n".join(lines)

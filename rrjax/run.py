@@ -1,0 +1,360 @@
+"""`train_and_evaluate(config, workdir)`: the whole run, top to bottom, in one process.
+
+  1. the config is checked and the workdir claimed (`rrjax.config`);
+  2. data: every split the run reads, as arrays; the frozen teacher's features of them, clean;
+  3. per experiment (`config.experiments`):
+     a. the teacher rows: the clean ceiling, the naive and the restored routes, zero-shot;
+     b. the student: trained (`rrjax.training.student`), then probed;
+     c. the baseline: fine-tuned per label fraction (`rrjax.training.baseline`), then scored;
+  4. the outputs (`rrjax.outputs`): metrics.jsonl, results.json, report.md, plots.
+
+Every row is measured the same way (`rrjax.evaluation.scoring.accuracy_over_draws`): an
+encoder's features of the test images under seeded corruption draws, a head per label fraction
+(a probe, the baseline's own classifier, a zero-shot text head), top-1 in percent, and one row
+per cell (`rrjax.outputs.rows.make_row`).
+
+The rows (`rrjax.outputs.rows.LEGEND` says what each method is): `teacher_clean`,
+`teacher_corrupted`, `ours`, `baseline`, and with `eval.restored` / `eval.zeroshot` (a CLIP
+teacher) `restored`, `zeroshot` and `teacher_zeroshot`. Probe hyperparameters are chosen on
+`data.val_split`, never on the test split. Experiments whose teacher rows would be the same (a
+loss ablation) share one computation of them.
+
+Two optional evaluations reuse the trained encoders (paper Tables 2 and 3):
+  * label shift, `eval.data.name`: the probes and baseline fitted on `data.*` are also scored
+    on `eval.data.split` of that dataset, whose labels are in the training label space (same
+    classes, same order); its rows carry `dataset=<eval.data.name>` (`<name>:<split>` when it
+    is `data.name` itself).
+  * transfer, `transfer.<key>`, in the stage "transfer": `teacher_clean`, `teacher_corrupted`
+    and `ours` probes are fitted on the key's dataset (corrupted by `train.corruption`, as on
+    `data.*`) and scored on its test split; rows carry `dataset=<key>`. The baseline's transfer
+    rows probe the features of its fine-tuned encoder without its head (the one fine-tuned with
+    the largest label fraction), like the student's; they carry `backbone_label_fraction`.
+"""
+
+import contextlib
+import dataclasses
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from etils import epath
+
+from rrjax import corruptions, data, models
+from rrjax.config import experiments, validate, workdir as workdir_lib
+from rrjax.evaluation import probe, restoration, scoring
+from rrjax.evaluation import tasks as tasks_lib
+from rrjax.evaluation.features import Encoder
+from rrjax.outputs import metrics, report
+from rrjax.outputs import rows as rows_lib
+from rrjax.parallel import sharding
+from rrjax.training import baseline, student
+
+CLEAN = corruptions.build("identity")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overrides: tuple[str, ...] = ()) -> list[dict]:
+  """Runs every stage of `config` into `workdir`; returns the results rows.
+
+  `overrides`: the fields given on the command line (`--config.<path>`), which
+  `rrjax.config.validate` checks against the experiments before anything runs.
+  """
+  validate.validate(config, overrides)
+  workdir_lib.claim_workdir(config, workdir)
+  timer = Timer()
+  mesh = sharding.make_mesh(config.mesh.data)
+  logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)
+
+  with timer.stage("data"):
+    sources = tasks_lib.load_sources(config)
+    arrays = {k: data.load_arrays(s) for k, s in sources.items()}
+  with timer.stage("teacher_features"):
+    teacher = Encoder(*models.load_from_config(config.teacher, head="embed"),
+                      batch_size=config.eval.batch_size, mesh=mesh)
+    splits = {k: tasks_lib.Split(images, labels, teacher.features(images))
+              for k, (images, labels) in arrays.items()}
+  run = Run(mesh=mesh, teacher=teacher, train_source=sources["train"],
+            tasks=tasks_lib.build(config, sources, splits),
+            classifier=_zeroshot_classifier(config, sources["train"].class_names))
+
+  results, shared = [], {}
+  for name, rc in experiments.expand(config):
+    logging.info("experiment %s: train %s, eval %s", name, rc.train.corruption,
+                 list(rc.eval.corruptions))
+    exp = _experiment(run, rc, name, workdir)
+    key = _teacher_key(exp)
+    if key not in shared:
+      shared[key] = teacher_rows(run, exp, timer)
+    # An earlier experiment's teacher rows (e.g. a loss ablation's) are this one's: relabelled.
+    results += [dict(r, experiment=name, loss=rc.train.loss) for r in shared[key]]
+    results += student_rows(run, exp, timer)
+    results += baseline_rows(run, exp, timer)
+
+  count = metrics.merge_runs(workdir, [n for n, _ in experiments.expand(config)])
+  report.write_results(workdir, config.to_dict(), results, timer.summary())
+  logging.info("wrote %s (%d rows, %d metrics lines)", os.path.join(workdir, "results.json"),
+               len(results), count)
+  return results
+
+
+# ----------------------------------------------------------------------------- the context
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+  """What every experiment of a run reads: loaded once, never changed."""
+  mesh: jax.sharding.Mesh
+  teacher: Encoder
+  train_source: data.Source
+  tasks: tuple[tasks_lib.Task, ...]  # data.* first, then the transfer datasets by name
+  classifier: np.ndarray | None     # The `[D, C]` zero-shot head of `eval.zeroshot`.
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Experiment:
+  """One sub-run: its config, its directory, its tasks and labelled subsets."""
+  name: str
+  config: ml_collections.ConfigDict
+  rundir: str
+  tasks: tuple[tasks_lib.Task, ...]  # data.* first, then the transfer datasets it probes
+  fractions: tuple[float, ...]
+  subsets: Mapping[tuple[str | None, float], np.ndarray]  # (task, fraction) -> indices
+  op_train: corruptions.Operator
+
+
+class Timer:
+  """Wall seconds per stage, summed over experiments."""
+
+  def __init__(self):
+    self.seconds = {}
+    self._start = time.perf_counter()
+
+  @contextlib.contextmanager
+  def stage(self, name: str):
+    start = time.perf_counter()
+    try:
+      yield
+    finally:
+      self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
+
+  def summary(self) -> dict:
+    return {**{k: round(v, 1) for k, v in self.seconds.items()},
+            "total": round(time.perf_counter() - self._start, 1)}
+
+
+# ----------------------------------------------------------------------------- the stages
+
+
+def teacher_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
+  """The ceiling (probe fitted and tested on clean images), the naive and restored routes, and
+  the teacher's zero-shot rows."""
+  rc = exp.config
+  out = []
+  with timer.stage("probe"):
+    for task in exp.tasks:
+      hparams = _probe_hparams(rc, [task.train.clean], task.train.labels,
+                               lambda task=task: task.val.clean, task.val.labels,
+                               task.num_classes)
+      for f in exp.fractions:
+        idx = exp.subsets[task.name, f]
+        fitted = _fit(rc, [task.train.clean[idx]], task.train.labels[idx], task.num_classes,
+                      hparams)
+        for dataset, test in task.tests:
+          accs = scoring.accuracy_over_draws(lambda key, test=test: test.clean,
+                                             {f: functools.partial(probe.logits, fitted)},
+                                             test.labels, CLEAN, seed=rc.seed, draws=1)
+          out.append(_row(exp, "teacher_clean", dataset, CLEAN, f, accs[f], probe=hparams))
+  if "probe" in rc.stages:
+    for task in exp.tasks:
+      out += probe_rows(exp, "teacher_corrupted", run.teacher, task, timer)
+      if rc.eval.get("restored", False):
+        out += probe_rows(exp, "restored", run.teacher, task, timer,
+                          route=restoration.Restored)
+  if run.classifier is not None:
+    out += zeroshot_rows(run, exp, "teacher_zeroshot", run.teacher, timer)
+  return out
+
+
+def student_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
+  """Trains the robust student, then its probe (and zero-shot) rows."""
+  rc = exp.config
+  if "train" not in rc.stages:
+    return []
+  module, variables = student.student_model(rc, run.teacher.module, run.teacher.variables)
+  with timer.stage("train"):
+    variables = student.train_student(rc, exp.rundir, mesh=run.mesh,
+                                      teacher=run.teacher.module,
+                                      teacher_vars=run.teacher.variables, student=module,
+                                      student_vars=variables, train_source=run.train_source)
+  encoder = Encoder(module, variables, batch_size=rc.eval.batch_size, mesh=run.mesh)
+  out = []
+  if "probe" in rc.stages:
+    for task in exp.tasks:
+      out += probe_rows(exp, "ours", encoder, task, timer)
+  if run.classifier is not None:
+    out += zeroshot_rows(run, exp, "zeroshot", encoder, timer)
+  return out
+
+
+def baseline_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
+  """Fine-tunes the baseline per label fraction and scores its classifier; on transfer
+  datasets, probes its encoder fine-tuned with the most labels."""
+  rc = exp.config
+  if "baseline" not in rc.stages:
+    return []
+  task = exp.tasks[0]  # The baseline's head is in data.*'s label space.
+  out, most, backbone = [], max(exp.fractions), None
+  for f in exp.fractions:
+    with timer.stage("baseline"):
+      model, variables = baseline.train_baseline(
+          rc, os.path.join(exp.rundir, f"baseline_{f:g}"), mesh=run.mesh,
+          train_source=data.subset(run.train_source, exp.subsets[task.name, f]),
+          num_classes=task.num_classes)
+    fine_tuned = Encoder(model, variables, batch_size=rc.eval.batch_size, mesh=run.mesh)
+    if f == most:
+      backbone = Encoder(baseline.backbone(model), variables, batch_size=rc.eval.batch_size,
+                         mesh=run.mesh)
+    with timer.stage("evaluate"):
+      for dataset, test in task.tests:
+        for op in map(corruptions.build, rc.eval.corruptions):
+          accs = scoring.accuracy_over_draws(
+              functools.partial(fine_tuned.features, test.images, op), {f: _logits},
+              test.labels, op, seed=rc.seed, draws=rc.eval.draws)
+          out.append(_row(exp, "baseline", dataset, op, f, accs[f]))
+  if "probe" in rc.stages:
+    for transfer in exp.tasks[1:]:
+      out += probe_rows(exp, "baseline", backbone, transfer, timer,
+                        backbone_label_fraction=most)
+  return out
+
+
+def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.Task, timer: Timer,
+               *,
+               route: Callable | None = None,
+               backbone_label_fraction: float | None = None) -> list[dict]:
+  """Probes on the encoder's features of corrupted training images, one per label fraction,
+  scored over the eval draws of every eval corruption on every test split of `task`.
+
+  `route(A)`: what the encoder sees for operator A (the restored route wraps it); default A.
+  """
+  rc = exp.config
+  seen = route or (lambda op: op)
+  with timer.stage("probe"):
+    keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
+            for d in range(rc.probe.feature_draws if exp.op_train.random else 1)]
+    train = [encoder.features(task.train.images, seen(exp.op_train), k) for k in keys]
+    val = functools.partial(encoder.features, task.val.images, seen(exp.op_train),
+                            jax.random.key(rc.seed + 1))
+    hparams = _probe_hparams(rc, train, task.train.labels, val, task.val.labels,
+                             task.num_classes)
+    heads = {}
+    for f in exp.fractions:
+      idx = exp.subsets[task.name, f]
+      fitted = _fit(rc, [x[idx] for x in train], task.train.labels[idx], task.num_classes,
+                    hparams)
+      heads[f] = functools.partial(probe.logits, fitted)
+  out = []
+  with timer.stage("evaluate"):
+    for dataset, test in task.tests:
+      for op in map(corruptions.build, rc.eval.corruptions):
+        accs = scoring.accuracy_over_draws(
+            functools.partial(encoder.features, test.images, seen(op)), heads, test.labels,
+            op, seed=rc.seed, draws=rc.eval.draws)
+        out += [_row(exp, method, dataset, op, f, accs[f], probe=hparams,
+                     backbone_label_fraction=backbone_label_fraction) for f in exp.fractions]
+  return out
+
+
+def zeroshot_rows(run: Run, exp: Experiment, method: str, encoder: Encoder,
+                  timer: Timer) -> list[dict]:
+  """The text head on the encoder's embeddings of corrupted test images: no labels, so the
+  same accuracy at every label fraction."""
+  from rrjax.evaluation import zeroshot  # Imports transformers: only when asked for.
+  rc = exp.config
+  head = functools.partial(zeroshot.zeroshot_logits, classifier=run.classifier)
+  out = []
+  with timer.stage("evaluate"):
+    for dataset, test in exp.tasks[0].tests:
+      for op in map(corruptions.build, rc.eval.corruptions):
+        accs = scoring.accuracy_over_draws(
+            functools.partial(encoder.features, test.images, op), {"zeroshot": head},
+            test.labels, op, seed=rc.seed, draws=rc.eval.draws)
+        out += [_row(exp, method, dataset, op, f, accs["zeroshot"]) for f in exp.fractions]
+  return out
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _zeroshot_classifier(config, class_names) -> np.ndarray | None:
+  """The `[D, C]` text head of `eval.zeroshot`, from the teacher's own CLIP checkpoint."""
+  if not config.eval.get("zeroshot", False):
+    return None
+  from rrjax.evaluation import zeroshot  # Imports transformers: only when asked for.
+  return zeroshot.classifier_for_teacher(
+      config.teacher.name, config.teacher.weights, class_names, config.eval.zeroshot_template,
+      tokenizer=config.eval.get("zeroshot_tokenizer") or None)
+
+
+def _experiment(run: Run, rc, name: str, workdir: str) -> Experiment:
+  rundir = os.path.join(workdir, name)
+  epath.Path(rundir).mkdir(parents=True, exist_ok=True)  # Local or a bucket (gs://).
+  transfer = "transfer" in rc.stages
+  chosen = tuple(t for t in run.tasks if t.name is None or (transfer and t.name in rc.transfer))
+  fractions = tuple(float(f) for f in rc.probe.label_fractions)
+  subsets = {(t.name, f): probe.label_fraction_indices(t.train.labels, f, t.num_classes,
+                                                       rc.seed)
+             for t in chosen for f in fractions}
+  return Experiment(name, rc, rundir, chosen, fractions, subsets,
+                    corruptions.build(rc.train.corruption))
+
+
+def _teacher_key(exp: Experiment) -> str:
+  """What the teacher rows of an experiment depend on, as a string."""
+  rc = exp.config
+  fields = {"train": rc.train.corruption, "eval": list(rc.eval.corruptions),
+            "draws": rc.eval.draws, "batch": rc.eval.batch_size, "probe": rc.probe.to_dict(),
+            "seed": rc.seed, "restored": bool(rc.eval.get("restored", False)),
+            "tasks": [t.name or "" for t in exp.tasks], "stages": list(rc.stages)}
+  return json.dumps(fields, sort_keys=True, default=str)
+
+
+def _row(exp: Experiment, method: str, dataset: str, op, fraction: float, draws,
+         **extra) -> dict:
+  return rows_lib.make_row(experiment=exp.name, loss=exp.config.train.loss, method=method,
+                           dataset=dataset, train_corruption=str(exp.op_train),
+                           eval_corruption=str(op), label_fraction=fraction, draws=draws,
+                           **extra)
+
+
+def _logits(x):
+  """The head of a classifier whose features are already its logits."""
+  return x
+
+
+def _fit(rc, feats, labels, num_classes, hparams) -> probe.Probe:
+  """A probe with `hparams`, trained for at least `probe.min_steps` optimiser steps."""
+  return probe.fit(feats, labels, num_classes, seed=rc.seed, batch_size=rc.probe.batch_size,
+                   min_steps=rc.probe.min_steps, **hparams)
+
+
+def _probe_hparams(rc, train_feats, train_labels, val_feats: Callable[[], np.ndarray],
+                   val_labels, num_classes) -> dict:
+  """Probe hyperparameters: the config's, or the best of a grid around them on the validation
+  split (`val_feats()` is computed only then)."""
+  default = {"lr": rc.probe.lr, "epochs": rc.probe.epochs, "weight_decay": rc.probe.weight_decay}
+  if not rc.probe.select:
+    return default
+  grid = {"lr": [rc.probe.lr, 3 * rc.probe.lr, 10 * rc.probe.lr],
+          "epochs": [rc.probe.epochs, 3 * rc.probe.epochs],
+          "weight_decay": [rc.probe.weight_decay]}
+  best, acc = probe.select(train_feats, train_labels, val_feats(), val_labels, num_classes,
+                           grid=grid, seed=rc.seed, batch_size=rc.probe.batch_size)
+  logging.info("probe hyperparameters chosen on validation: %s (val top-1 %.2f)", best, acc)
+  return best

@@ -1,0 +1,188 @@
+"""The training skeleton shared by the student and the supervised baseline.
+
+    variables = loop.train(state, advance, batches_from, workdir=rundir, name="student", ...)
+
+`train` restores the newest checkpoint of `<workdir>/checkpoints`, runs `fit` from its step and
+returns the final variables; `fit` feeds global batches to a jitted step, logs progress
+(step/total, loss, images/s, ETA) and metrics lines (`<workdir>/metrics.jsonl`), guards against
+non-finite losses and parameters, and checkpoints every N steps and at the end, so rerunning
+the same command resumes from the last checkpoint.
+
+SIGTERM (how cluster and TPU preemption arrives) ends training cleanly: the step in flight
+completes, its state is checkpointed and `Preempted` is raised; `rrjax.main` turns that into
+exit status 143, and the same command resumes from that checkpoint. In a multi-process run the
+notice may reach the processes at different steps, or only some of them; JAX's preemption
+service (`rrjax.parallel.multiprocess.reached_preemption_point`) names one step at which all of them
+checkpoint together and stop.
+"""
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+from absl import logging
+from jax.sharding import Mesh
+
+from rrjax import errors
+from rrjax.outputs.metrics import MetricsLog
+from rrjax.parallel import multiprocess, sharding
+from rrjax.training.checkpoint import Checkpointer
+from rrjax.training.state import TrainState
+
+
+class NonFiniteLossError(errors.UserError):
+  """Training produced a NaN or Inf loss or parameter; the last good checkpoint is kept."""
+
+
+class Preempted(BaseException):
+  """SIGTERM arrived during training; the state of `step` is checkpointed.
+
+  A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way up
+  mistakes the request to stop for an error and carries on.
+  """
+
+  def __init__(self, step: int):
+    super().__init__(f"preempted at step {step}; checkpoint saved; rerun the same command to "
+                     "resume")
+    self.step = step
+
+
+def train(state: TrainState, advance: Callable, batches_from: Callable[[int], Iterator[dict]],
+          *, workdir: str, name: str, total_steps: int, batch_size: int, mesh: Mesh,
+          lr_at: Callable[[int], float], log_every: int, checkpoint_every: int,
+          fields: tuple[str, ...]) -> dict:
+  """Trains `state` to `total_steps`, resuming from `<workdir>/checkpoints`; host variables.
+
+  Args:
+    state: the initial state (host arrays), used when `workdir` holds no checkpoint.
+    advance: `(state, global_batch) -> (state, metrics)`, the jitted step.
+    batches_from: `start_step -> this process's batches from that step on`.
+    workdir: where the checkpoints and metrics.jsonl of this training go.
+    name, total_steps, batch_size, mesh, lr_at, log_every, checkpoint_every, fields: as `fit`.
+
+  Returns:
+    The trained Flax variables `{"params", "batch_stats"?}` as host arrays.
+  """
+  checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+  state = sharding.replicate(checkpointer.restore_or(state, name), mesh)
+  start = int(jax.device_get(state.step))
+  with MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start) as metrics:
+    state = fit(state, advance, batches_from(start), name=name, total_steps=total_steps,
+                batch_size=batch_size, mesh=mesh, checkpointer=checkpointer, metrics=metrics,
+                lr_at=lr_at, log_every=log_every, checkpoint_every=checkpoint_every,
+                fields=fields)
+  checkpointer.close()
+  return jax.device_get(state.variables())
+
+
+def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: str,
+        total_steps: int, batch_size: int, mesh: Mesh, checkpointer: Checkpointer,
+        metrics: MetricsLog, lr_at: Callable[[int], float], log_every: int,
+        checkpoint_every: int, fields: tuple[str, ...] = ("image", "label")) -> TrainState:
+  """Runs `advance(state, global_batch) -> (state, metrics)` until `total_steps`.
+
+  Args:
+    state: the (possibly restored) state; training continues from `state.step`.
+    advance: the jitted step with everything but the state and batch bound.
+    batches: this process's batches from `state.step` on (`rrjax.data.batches`).
+    name: the run's name in logs and metrics lines.
+    total_steps, batch_size: for progress and images/s (global batch size).
+    checkpointer, metrics: where checkpoints and metrics lines go.
+    lr_at: the learning rate at a step, for the metrics lines.
+    log_every, checkpoint_every: in steps (checkpoint_every 0: only at the end).
+    fields: the batch entries the step consumes.
+
+  Raises:
+    NonFiniteLossError: a logged loss, or the state about to be checkpointed, is not finite.
+    Preempted: SIGTERM arrived; the current state was checkpointed first.
+  """
+  step = int(jax.device_get(state.step))
+  if step >= total_steps:
+    return state
+  window_start, window_step = time.perf_counter(), step
+  with _preemption_notice() as preempted:
+    for batch in batches:
+      batch = sharding.global_batch({k: batch[k] for k in fields}, mesh)
+      state, out = advance(state, batch)
+      step += 1
+      if step % log_every == 0 or step == total_steps:
+        out = jax.device_get(out)
+        loss = float(out["loss"])
+        if not math.isfinite(loss):
+          raise _non_finite(name, f"loss is {loss}", step, checkpointer)
+        now = time.perf_counter()
+        speed = (step - window_step) * batch_size / max(now - window_start, 1e-9)
+        eta = (total_steps - step) * batch_size / max(speed, 1e-9)
+        logging.info("%s step %d/%d  loss %.4f  %.1f img/s  ETA %.0fs", name, step,
+                     total_steps, loss, speed, eta)
+        metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed)
+        window_start, window_step = now, step
+      if preempted():
+        _save(checkpointer, state, name, step)
+        logging.warning("%s: SIGTERM at step %d/%d; checkpoint saved, stopping", name, step,
+                        total_steps)
+        raise Preempted(step)
+      if checkpoint_every and step % checkpoint_every == 0:
+        _save(checkpointer, state, name, step)
+      if step >= total_steps:
+        break
+  _save(checkpointer, state, name, step)
+  return state
+
+
+@contextlib.contextmanager
+def _preemption_notice():
+  """Yields a function, called once per step, telling whether to checkpoint and stop now.
+
+  Under `jax.distributed` it is JAX's preemption service, which handles SIGTERM itself and
+  answers yes at the same step in every process. Otherwise it says whether SIGTERM arrived
+  since entry, with a handler of our own that is restored on exit; Python delivers signals to
+  the main thread only, so elsewhere (a loop run from a worker thread) SIGTERM keeps its
+  previous meaning and the function always says no.
+  """
+  if multiprocess.uses_preemption_service():
+    yield multiprocess.reached_preemption_point
+    return
+  if threading.current_thread() is not threading.main_thread():
+    yield lambda: False
+    return
+  received = threading.Event()
+  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.set())
+  try:
+    yield received.is_set
+  finally:
+    # None: the previous handler was not set from Python; the default is the best stand-in.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+
+
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  """Whether no leaf of `tree` holds a NaN or Inf, as one compiled reduction."""
+  return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in jax.tree.leaves(tree)]))
+
+
+def _save(checkpointer: Checkpointer, state: TrainState, name: str, step: int) -> None:
+  """Checkpoints `state` unless it holds a NaN or Inf, so that every checkpoint is good.
+
+  The loss is checked only on logged steps, and it is computed before the step's update:
+  parameters that overflow in an update would otherwise be saved, and resuming would start
+  from them.
+  """
+  if not _all_finite((state.params, state.batch_stats)):
+    raise _non_finite(name, "the parameters are not finite", step, checkpointer)
+  checkpointer.save(state)
+
+
+def _non_finite(name: str, what: str, step: int,
+                checkpointer: Checkpointer) -> NonFiniteLossError:
+  latest = checkpointer.latest_step()
+  kept = ("no checkpoint was saved before it" if latest is None else
+          f"the last good checkpoint (step {latest}) is kept")
+  return NonFiniteLossError(f"{name}: {what} at step {step}; training stopped, {kept}. "
+                            "Lower the learning rate?")

@@ -1,0 +1,60 @@
+"""Teacher embeddings of clean training images, computed once and cached on disk.
+
+Used when `config.train.teacher == "cache"`: augmentation is then off, so every step sees each
+image's fixed eval view and the teacher's output for it never changes. The cache file is keyed
+by everything the embeddings depend on (teacher, weights, resolution, dataset, split, image
+size); a changed key means a new file, never a stale one.
+"""
+
+import hashlib
+import io
+import json
+import os
+
+import jax
+import numpy as np
+from absl import logging
+
+from rrjax import data
+from rrjax.outputs import files
+from rrjax.parallel import sharding
+
+
+def cache_key(config, source) -> str:
+  """A short hash of what the cached embeddings depend on."""
+  fields = {"teacher": config.teacher.name, "weights": config.teacher.weights or "packaged",
+            "resolution": config.teacher.resolution, "dataset": source.name,
+            "split": source.split, "image_size": source.image_size,
+            "data_dir": config.data.data_dir or ""}
+  return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def embeddings(config, teacher, teacher_vars, source, mesh) -> np.ndarray:
+  """`[len(source), D]` float32 teacher embeddings of the eval views, from cache or computed."""
+  directory = config.train.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "rrjax")
+  path = os.path.join(directory, f"teacher_{cache_key(config, source)}.npy")
+  if os.path.exists(path):
+    logging.info("teacher cache: reading %s", path)
+    return np.load(path, allow_pickle=False)
+  result = compute(teacher, teacher_vars, source, mesh, config.eval.batch_size)
+  buffer = io.BytesIO()
+  np.save(buffer, result, allow_pickle=False)
+  files.atomic_write(path, buffer.getvalue())
+  logging.info("teacher cache: wrote %s %s", path, result.shape)
+  return result
+
+
+def compute(teacher, teacher_vars, source, mesh, batch_size: int) -> np.ndarray:
+  """`[len(source), D]` float32 teacher embeddings of the eval views, batch-sharded on `mesh`."""
+  sharding.check_batch_size(batch_size, mesh, "eval.batch_size")
+  # Replicated outputs: every process reads the whole global batch's embeddings back.
+  apply = jax.jit(lambda v, x: teacher.apply(v, x, train=False),
+                  in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+                  out_shardings=sharding.replicated(mesh))
+  variables = sharding.replicate(teacher_vars, mesh)
+  parts = []
+  for batch in data.batches(source, batch_size, train=False, seed=0):
+    out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
+    parts.append(np.asarray(jax.device_get(out)))
+  # Global batches hold the examples in order; only the last one is padded, at its end.
+  return np.concatenate(parts)[:len(source)].astype(np.float32)

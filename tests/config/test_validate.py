@@ -1,0 +1,131 @@
+"""rrjax.config.validate: every field checked before any compute, named with its value."""
+
+import types
+
+import jax
+import numpy as np
+import pytest
+
+from rrjax import models
+from rrjax.config import validate
+from rrjax.parallel import sharding
+from tests import helpers
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  return helpers.make_folder(tmp_path_factory.mktemp("images"))
+
+
+_FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | blur(n,sigma) | "
+          "blur(n,lo,hi) | identity")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    # Fields the experiment "mask" sets are named by their path there.
+    ({"train.corruption": "mask(1.3)"},
+     "config.experiments.mask.train.corruption: bad corruption spec part 'mask(1.3)': mask "
+     f"fraction 1.3 not in [0, 1]; {_FORMS}"),
+    ({"eval.corruptions": ("mask(0.5)", "blur(4,1)")},
+     "config.experiments.mask.eval.corruptions[1]: bad corruption spec part 'blur(4,1)': blur "
+     f"kernel size 4 not an odd integer >= 1; {_FORMS}"),
+    ({"train.corruption": "foo(1)"},
+     "config.experiments.mask.train.corruption: bad corruption spec part 'foo(1)': unknown "
+     f"operator 'foo'; known: mask, noise, blur, identity; {_FORMS}"),
+    ({"probe.label_fractions": (0.0, 1.0)}, "config.probe.label_fractions: 0.0 not in (0, 1]"),
+    ({"probe.label_fractions": (1.5,)}, "config.probe.label_fractions: 1.5 not in (0, 1]"),
+    ({"train.lr": -1.0}, "config.train.lr: must be a number > 0, got -1.0"),
+    ({"eval.draws": 0}, "config.eval.draws: must be an integer >= 1, got 0"),
+    ({"stages": ("train", "fly")},
+     "config.stages: unknown stage 'fly'; allowed: train, probe, baseline, transfer"),
+    ({"only": "nope"}, "config.only: no experiment named 'nope'; names: mask"),
+    ({"mesh.data": 2}, "config.mesh.data: 2 devices, but only 1 are visible"),
+    ({"train.compute_dtype": "float16"},
+     "config.train.compute_dtype: 'float16' not one of float32, bfloat16"),
+])
+def test_bad_config_field_is_named_with_the_allowed_values(folder, overrides, message):
+  with pytest.raises(ValueError) as info:
+    validate.validate(helpers.tiny_config(folder, **overrides))
+  assert str(info.value) == message
+
+
+def test_unknown_teacher_lists_the_known_encoders(folder):
+  with pytest.raises(ValueError) as info:
+    validate.validate(helpers.tiny_config(folder, teacher__name="vgg16"))
+  assert str(info.value) == f"config.teacher.name: 'vgg16' not one of {', '.join(models.names())}"
+
+
+def test_batch_not_divisible_by_the_devices_is_refused_before_compute(folder, monkeypatch):
+  mesh = types.SimpleNamespace(devices=np.empty((8,), object))  # All check_batch_size reads.
+  with pytest.raises(ValueError) as info:
+    sharding.check_batch_size(12, mesh, "train.batch_size")
+  assert str(info.value) == "train.batch_size=12 is not divisible by the 8 devices of the mesh"
+  monkeypatch.setattr(jax, "device_count", lambda: 8)
+  with pytest.raises(ValueError) as info:
+    validate.validate(helpers.tiny_config(folder, train__batch_size=12))
+  assert str(info.value) == ("config.train.batch_size: 12 is not divisible by the 8 devices of "
+                             "the mesh (config.mesh.data)")
+  validate.validate(helpers.tiny_config(folder, train__batch_size=16))
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("train.lr", -1.0, r"config\.train\.lr"),
+    ("train.loss", "l2", r"config\.train\.loss"),
+    ("train.corruption", "mask(1.3)", r"config\.train\.corruption.*mask fraction"),
+    ("teacher.name", "vgg", r"config\.teacher\.name"),
+    ("train.batch_size", 0, r"config\.train\.batch_size"),
+    ("eval.draws", 0, r"config\.eval\.draws"),
+    ("probe.label_fractions", (0.0, 1.0), r"config\.probe\.label_fractions"),
+    ("probe.label_fractions", (1.5,), r"config\.probe\.label_fractions"),
+    ("stages", ("train", "fly"), r"config\.stages"),
+    ("train.teacher", "sometimes", r"config\.train\.teacher"),
+])
+def test_invalid_config_fails_before_compute_naming_the_field(path, value, match):
+  c = helpers.load_config("demo")
+  c.experiments = {}
+  section, leaf = path.rsplit(".", 1) if "." in path else (None, path)
+  (c[section] if section else c)[leaf] = value
+  with pytest.raises(ValueError, match=match):
+    validate.validate(c)
+
+
+def test_invalid_experiment_field_is_named_by_its_path_there():
+  c = helpers.load_config("demo")
+  c.experiments = {"x": {"eval": {"corruptions": ("blur(4,1)",)}}}
+  with pytest.raises(ValueError, match=r"^config\.experiments\.x\.eval\.corruptions\[0\].*odd"):
+    validate.validate(c)
+  c.experiments = {"x": {"train": {"nope": 1}}}
+  with pytest.raises(ValueError, match=r"^config\.experiments\.x\.train\.nope: config has no "
+                     r"field 'train\.nope'"):
+    validate.validate(c)
+  c.experiments = {"x": {"train": {"batch_size": 0}}}
+  with pytest.raises(ValueError, match=r"^config\.experiments\.x\.train\.batch_size: must be"):
+    validate.validate(c)
+
+
+def test_base_value_is_checked_even_where_every_experiment_sets_it():
+  """A bad value given for the config itself is refused, not hidden by the experiments."""
+  c = helpers.load_config("mask90", "smoke")
+  c.train.corruption = "mask(1.5)"
+  with pytest.raises(ValueError, match=r"^config\.train\.corruption: .*mask fraction 1\.5"):
+    validate.validate(c)
+
+
+def test_a_field_an_experiment_does_not_set_is_checked_there_too(folder, monkeypatch):
+  """An experiment's own combination of fields is named with the experiment."""
+  monkeypatch.setattr(jax, "device_count", lambda: 8)
+  c = helpers.tiny_config(folder)
+  c.experiments.mask.baseline = {"batch_size": 8}
+  c.baseline.batch_size = 12
+  with pytest.raises(ValueError, match=r"^config\.baseline\.batch_size: 12 is not divisible"):
+    validate.validate(c)
+  c.baseline.batch_size = 8
+  c.experiments.mask.baseline.batch_size = 12
+  with pytest.raises(ValueError, match=r"^config\.experiments\.mask\.baseline\.batch_size: 12"):
+    validate.validate(c)
+
+
+def test_zeroshot_needs_a_clip_teacher_before_any_compute(folder):
+  c = helpers.tiny_config(folder, eval__zeroshot=True)
+  with pytest.raises(ValueError, match="eval.zeroshot needs a CLIP teacher.*'tiny_cnn'"):
+    validate.validate(c)

@@ -1,0 +1,38 @@
+"""rrjax.outputs.gallery: Figure 1 of a finished tiny run, and the top-k helper."""
+
+import os
+
+import numpy as np
+
+from rrjax.outputs import gallery
+from rrjax import run
+from tests import helpers
+
+
+def test_top_k_sorted_and_bounded():
+  probs = np.array([[0.1, 0.5, 0.15, 0.25], [0.7, 0.1, 0.1, 0.1]])
+  classes, values = gallery.top_k(probs)
+  np.testing.assert_array_equal(classes, [[1, 3, 2], [0, 1, 2]])
+  np.testing.assert_allclose(values, [[0.5, 0.25, 0.15], [0.7, 0.1, 0.1]])
+
+
+def test_gallery_of_tiny_run(tmp_path):
+  folder = helpers.make_folder(tmp_path / "images")
+  workdir = str(tmp_path / "run")
+  run.train_and_evaluate(helpers.tiny_config(folder), workdir)
+
+  pred = gallery.predictions(workdir, num=3, probe_images=60)
+  assert pred["experiment"] == "mask" and pred["corruption"] == "mask(0.5)"
+  assert pred["clean"].shape == pred["corrupted"].shape == (3, 16, 16, 3)
+  for method in ("ours", "baseline"):
+    assert pred[method].shape == (3, len(pred["class_names"]))
+    _, values = gallery.top_k(pred[method])
+    assert np.all(values.sum(axis=1) <= 1 + 1e-5), method
+    assert np.all(np.diff(values, axis=1) <= 0), method
+    assert np.all(values > 0), method
+
+  path = gallery.main([f"--workdir={workdir}", "--num=3", "--probe_images=60"])
+  assert path == os.path.join(workdir, "gallery_mask.png")
+  with open(path, "rb") as f:
+    png = f.read()
+  assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000

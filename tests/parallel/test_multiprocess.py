@@ -1,0 +1,393 @@
+"""Multi-process runs and kill -9 resilience (marker `scale`: `make test-scale`, minutes).
+
+Unmarked, in the default run (seconds, in-process): a process other than 0 writes no file but
+checks what process 0 checks, and the multi-process flags are validated. Marked `scale`
+(subprocesses, gloo collectives on CPU):
+
+* Two local CPU processes (gloo collectives, `jax.distributed`) train the student on the seeded
+  global batch, each reading its own half: both hold the same loss and parameters, equal to one
+  process's to float rounding (tolerance below).
+* `python -m rrjax.main` as two processes completes, process 0 alone writes the outputs, and
+  results.json, metrics and the final parameters are bit-identical to one process over the
+  same number of devices. SIGTERM to one of the processes stops both after the same step, with
+  its checkpoint; the same commands resume.
+* `python -m rrjax.main` killed with SIGKILL right after a checkpoint, or while one is half
+  written, then rerun with the same command: final parameters, metrics and results.json are
+  bit-identical to an uninterrupted run, and the half-written checkpoint is never restored.
+"""
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from rrjax import errors
+from rrjax.config import workdir as workdir_lib
+from rrjax.outputs import files, metrics, report, rows
+from rrjax.parallel import multiprocess
+from tests import helpers
+
+TIMEOUT = 600
+STEPS, CHECKPOINT_EVERY = 40, 10
+EXPERIMENT = "mask"  # The tiny config's one experiment.
+# One process with two CPU devices: the mesh of the two-process runs (one device each). The
+# eval corruption draws depend on the device count, so references use the same count.
+TWO_DEVICES = "--xla_force_host_platform_device_count=2"
+# Two processes against one device: the same step up to float rounding, since the batch's
+# gradients and BatchNorm statistics are summed in another order.
+STEP_TOLERANCE = 1e-5
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def _env(devices: str = "") -> dict[str, str]:
+  return helpers.main_env(XLA_FLAGS=devices)
+
+
+def _start(command: list[str], env: dict[str, str], stderr) -> subprocess.Popen:
+  # stderr goes to a file: a pipe nobody reads while we wait would fill up and block the run.
+  return subprocess.Popen(command, env=env, cwd=helpers.REPO, stdout=subprocess.DEVNULL,
+                          stderr=stderr, text=True)
+
+
+def _start_all(commands: list[list[str]], env: dict[str, str]) -> list[tuple]:
+  """Starts the commands at once (the processes of one run): `[(command, Popen, log)]`."""
+  started = []
+  for command in commands:
+    log = tempfile.TemporaryFile("w+")
+    started.append((command, _start(command, env, log), log))
+  return started
+
+
+def _wait_all(started: list[tuple]) -> list[subprocess.CompletedProcess]:
+  """Waits for every process of `_start_all` (killing all of them on a timeout)."""
+  out = []
+  try:
+    for command, process, log in started:
+      process.wait(timeout=TIMEOUT)
+      log.seek(0)
+      out.append(subprocess.CompletedProcess(command, process.returncode, "", log.read()))
+  finally:
+    for _, process, log in started:
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+      log.close()
+  return out
+
+
+def _run_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
+  return _wait_all(_start_all(commands, env))
+
+
+def _distributed_flags(port: int, n: int, i: int) -> list[str]:
+  return [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={n}",
+          f"--process_id={i}"]
+
+
+def _head(workdir) -> str:
+  """results.json up to `timing` (wall seconds, its last key), which no two runs share."""
+  text = (workdir / "results.json").read_text()
+  assert list(json.loads(text)) == ["config", "rows", "timing"]
+  return text[:text.index('\n  "timing": ')]
+
+
+def _logged(workdir) -> list[tuple]:
+  """Every metrics line of the run but its speed: (experiment, run, step, loss, lr)."""
+  return [(m.get("experiment"), m.get("run"), m["step"], m.get("loss"), m.get("lr"))
+          for m in metrics.read_metrics(workdir / "metrics.jsonl")]
+
+
+def _student(workdir, step: int = STEPS) -> list[np.ndarray]:
+  """The leaves of the student's checkpoint at `step` (parameters, statistics, optimizer)."""
+  path = workdir / EXPERIMENT / "checkpoints" / str(step) / "default"
+  # Onto this process's one device, whatever mesh the run saved from.
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  with ocp.StandardCheckpointer() as checkpointer:
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                          checkpointer.metadata(path).item_metadata)
+    restored = checkpointer.restore(path, target)
+  return [np.asarray(x) for x in jax.tree.leaves(restored)]
+
+
+def _assert_same_run(workdir, reference) -> None:
+  assert _head(workdir) == _head(reference)
+  assert _logged(workdir) == _logged(reference)
+  for a, b in zip(_student(workdir), _student(reference), strict=True):
+    np.testing.assert_array_equal(a, b)
+  # No temp file of an atomic write, no temporary checkpoint directory.
+  leftovers = [os.path.join(d, f) for d, _, files in os.walk(workdir) for f in files
+               if f.endswith(".tmp")]
+  leftovers += [d for d, _, _ in os.walk(workdir) if "orbax-checkpoint-tmp" in d]
+  assert not leftovers
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+  return helpers.make_folder(tmp_path_factory.mktemp("images"))
+
+
+@pytest.fixture(scope="module")
+def config(folder, tmp_path_factory):
+  return helpers.write_tiny_config_file(
+      tmp_path_factory.mktemp("config") / "scale.py", folder, f"c.train.steps = {STEPS}",
+      f"c.train.checkpoint_every = {CHECKPOINT_EVERY}")
+
+
+@pytest.fixture(scope="module")
+def reference(config, tmp_path_factory):
+  """An uninterrupted single-process run over two CPU devices."""
+  workdir = tmp_path_factory.mktemp("reference") / "run"
+  (run,) = _run_all([helpers.main_command(config, str(workdir))], _env(TWO_DEVICES))
+  assert run.returncode == 0, run.stderr[-3000:]
+  return workdir
+
+
+# ----------------------------------------------------------------------------- in-process
+
+
+def test_processes_other_than_0_write_nothing(tmp_path, monkeypatch):
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 1.0}\n{"step": 2, "loss": 0.5}\n')
+  before = sorted(os.listdir(tmp_path))
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  assert not multiprocess.is_leader()
+  files.atomic_write(tmp_path / "a.txt", "text")
+  files.write_json(tmp_path / "b.json", {"x": 1})
+  with metrics.MetricsLog(tmp_path / "metrics.jsonl", resume_step=0) as log:  # No truncation.
+    log.write(step=1, loss=2.0)
+  row = rows.make_row(experiment="e", loss="st", method="ours", dataset="d",
+                      train_corruption="mask(0.5)", eval_corruption="mask(0.5)",
+                      label_fraction=1.0, draws=[50.0])
+  assert report.write_results(tmp_path, {"seed": 0}, [row], {"total": 1.0}) == []
+  with pytest.raises(ValueError, match="two results rows"):  # Still checked, as on process 0.
+    report.write_results(tmp_path, {"seed": 0}, [row, row], {"total": 1.0})
+  assert sorted(os.listdir(tmp_path)) == before
+  assert [m["step"] for m in metrics.read_metrics(tmp_path / "metrics.jsonl")] == [1, 2]
+
+
+def test_processes_other_than_0_check_the_workdir_but_leave_it_alone(tmp_path, monkeypatch):
+  config = helpers.tiny_config("/images")
+  workdir_lib.claim_workdir(config, str(tmp_path))  # Process 0 of an earlier run.
+  files.write_json(tmp_path / "results.json", {"config": config.to_dict(), "rows": []})
+  stored = (tmp_path / "config.json").read_bytes()
+  monkeypatch.setattr(jax, "process_index", lambda: 1)
+  workdir_lib.claim_workdir(config, str(tmp_path))  # The same config: resumes.
+  config.seed = 1
+  with pytest.raises(errors.UserError, match="config.seed was 0, now 1"):
+    workdir_lib.claim_workdir(config, str(tmp_path))
+  assert (tmp_path / "config.json").read_bytes() == stored
+  workdir_lib.claim_workdir(config, str(tmp_path / "fresh"))
+  assert os.listdir(tmp_path / "fresh") == []  # Checked writable; config.json is process 0's.
+
+
+def test_process_settings_come_from_flags_then_environment():
+  environ = {"RRJAX_COORDINATOR_ADDRESS": "10.0.0.1:1234", "RRJAX_NUM_PROCESSES": "4",
+             "RRJAX_PROCESS_ID": "3"}
+  assert multiprocess.resolve(environ=environ) == ("10.0.0.1:1234", 4, 3)
+  assert multiprocess.resolve("h:1", 2, 0, environ=environ) == ("h:1", 2, 0)
+  assert multiprocess.resolve(environ={}) == (None, None, None)
+  with pytest.raises(errors.UserError, match="RRJAX_NUM_PROCESSES='four' is not an integer"):
+    multiprocess.resolve(environ={"RRJAX_NUM_PROCESSES": "four"})
+
+
+@pytest.mark.parametrize("settings, message", [
+    (("h:1", 2, None), "--coordinator_address=h:1 needs --num_processes and --process_id"),
+    ((None, 2, 1), "without --coordinator_address"),
+    (("h:1", 0, 0), "--num_processes=0: must be an integer >= 1"),
+    (("h:1", 2, 2), "--process_id=2: must be an integer in [0, 2)"),
+    (("h:1", 2, -1), "--process_id=-1: must be an integer in [0, 2)"),
+    (("h", 2, 0), "--coordinator_address='h': must be HOST:PORT"),
+    (("h:port", 2, 0), "must be HOST:PORT"),
+])
+def test_bad_process_settings_are_named(settings, message):
+  with pytest.raises(errors.UserError, match=re.escape(message)):
+    multiprocess.maybe_initialize(*settings)
+
+
+def test_one_process_joins_nothing():
+  for settings in ((None, None, None), (None, 1, 0), ("h:1", 1, 0)):
+    assert multiprocess.maybe_initialize(*settings) is False
+  assert not jax.distributed.is_initialized()
+  assert multiprocess.first_error(None) is None and multiprocess.first_error("x") == "x"
+
+
+# ----------------------------------------------------------------------------- two processes
+
+
+@pytest.mark.scale
+def test_two_processes_train_like_one(folder, tmp_path):
+  """`rrjax.training.student`'s step on 2 processes x 1 device vs 1 process x 1 device, same global batches."""
+  base = [sys.executable, "-m", "tests.parallel.scale_step", f"--folder={folder}",
+          f"--out={tmp_path}"]
+  port = _free_port()
+  runs = _run_all([base] + [base + ["--num_processes=2", f"--process_id={i}", f"--port={port}"]
+                            for i in range(2)], _env())
+  for run in runs:
+    assert run.returncode == 0, run.stderr[-3000:]
+  one, p0, p1 = (np.load(tmp_path / name) for name in
+                 ("process0_of1.npz", "process0_of2.npz", "process1_of2.npz"))
+  assert int(one["devices"]) == 1 and int(p0["devices"]) == int(p1["devices"]) == 2
+  # The data pipeline: each process reads its own half of the seeded global batch, and the
+  # halves are the single-process batch.
+  assert p0["local"].shape[1] == p1["local"].shape[1] == one["local"].shape[1] // 2
+  np.testing.assert_array_equal(np.concatenate([p0["local"], p1["local"]], axis=1),
+                                one["local"])
+  np.testing.assert_array_equal(p0["global_batches"], one["global_batches"])
+  np.testing.assert_array_equal(p1["global_batches"], one["global_batches"])
+  # Both processes hold the same replicated state, bit for bit.
+  np.testing.assert_array_equal(p0["losses"], p1["losses"])
+  finals = sorted(k for k in one.files if k.startswith("final_"))
+  assert finals
+  for k in finals:
+    np.testing.assert_array_equal(p0[k], p1[k])
+  # ... and the single-process numbers up to the order of float sums.
+  np.testing.assert_allclose(p0["losses"], one["losses"], rtol=0, atol=STEP_TOLERANCE)
+  for k in finals:
+    np.testing.assert_allclose(p0[k], one[k], rtol=0, atol=STEP_TOLERANCE, err_msg=k)
+  # The collective Orbax checkpoint restores to the same state in every process.
+  for result in (p0, p1, one):
+    assert int(result["restored_step"]) == 3
+    for k in finals:
+      np.testing.assert_array_equal(result[k], result[k.replace("final_", "restored_")])
+
+
+@pytest.mark.scale
+def test_main_on_two_processes_writes_once_and_matches_one_process(config, reference,
+                                                                   tmp_path):
+  workdir = tmp_path / "run"
+  port = _free_port()
+  runs = _run_all([helpers.main_command(config, str(workdir),
+                                              *_distributed_flags(port, 2, i))
+                   for i in range(2)], _env())
+  for i, run in enumerate(runs):
+    assert run.returncode == 0, (i, run.stderr[-3000:])
+    assert f"process {i} of 2: 1 local of 2 devices" in run.stderr
+  # Every output is there, and written by one process: each metrics line once, no temp files.
+  for name in ("config.json", "results.json", "report.md", "metrics.jsonl", "loss.png"):
+    assert (workdir / name).stat().st_size > 0, name
+  steps = [s for _, run, s, _, _ in _logged(workdir) if run.startswith("student")]
+  assert steps == list(range(1, STEPS + 1))
+  # Two processes of one device each compute what one process over two devices does: a sum
+  # over two devices is the same number in either order.
+  _assert_same_run(workdir, reference)
+
+  # Both processes refuse a different config in the workdir with the same error.
+  stored = (workdir / "config.json").read_bytes()
+  port = _free_port()
+  runs = _run_all([helpers.main_command(config, str(workdir), "--config.seed=1",
+                                              *_distributed_flags(port, 2, i))
+                   for i in range(2)], _env())
+  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
+  assert [run.returncode for run in runs] == [2, 2], messages
+  (error,) = messages
+  assert error.startswith(f"rrjax: error: workdir {workdir} holds a run of a different config")
+  assert (workdir / "config.json").read_bytes() == stored
+
+
+@pytest.mark.scale
+def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path):
+  steps = 300  # About 30 s on two processes: still training when the signal lands.
+  config = helpers.write_tiny_config_file(
+      tmp_path / "long.py", folder, "c.stages = ('train',)", f"c.train.steps = {steps}",
+      "c.train.log_every = 1", "c.train.checkpoint_every = 0")
+  workdir = tmp_path / "run"
+  metrics = workdir / EXPERIMENT / "metrics.jsonl"
+  port = _free_port()
+  commands = [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
+              for i in range(2)]
+  started = _start_all(commands, _env())
+  deadline = time.monotonic() + TIMEOUT
+  while not (metrics.exists() and metrics.read_text().strip()):
+    assert all(p.poll() is None for _, p, _ in started), "a process ended before training"
+    assert time.monotonic() < deadline, "no metrics line in time"
+    time.sleep(0.05)
+  started[1][1].send_signal(signal.SIGTERM)  # The notice reaches process 1 only.
+  stopped = set()
+  for i, run in enumerate(_wait_all(started)):
+    assert run.returncode == 143, (i, run.stderr[-3000:])
+    match = re.fullmatch(r"rrjax: preempted at step (\d+); checkpoint saved; rerun the same "
+                         r"command to resume", run.stderr.strip().splitlines()[-1])
+    assert match, (i, run.stderr[-3000:])
+    stopped.add(int(match[1]))
+  (step,) = stopped  # Both processes stopped after the same step ...
+  assert 1 <= step < steps
+  assert (workdir / EXPERIMENT / "checkpoints" / str(step)).is_dir()  # ... and saved it.
+
+  port = _free_port()
+  for i, run in enumerate(_run_all(
+      [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
+       for i in range(2)], _env())):
+    assert run.returncode == 0, (i, run.stderr[-3000:])
+    assert f"resuming from checkpoint step {step}" in run.stderr
+  assert [m["step"] for m in metrics.read_metrics(metrics)] == list(range(1, steps + 1))
+
+
+@pytest.mark.scale
+def test_main_reads_process_settings_from_the_environment(config, tmp_path):
+  env = dict(_env(), RRJAX_NUM_PROCESSES="2", RRJAX_PROCESS_ID="1")
+  (run,) = _run_all([helpers.main_command(config, str(tmp_path / "run"))], env)
+  assert run.returncode == 2, run.stderr[-3000:]
+  assert run.stderr.strip().splitlines()[-1] == (
+      "rrjax: error: --num_processes=2 --process_id=1 without --coordinator_address: a "
+      "multi-process run names process 0's HOST:PORT (or pass --distributed to detect it on a "
+      "TPU pod or a SLURM / Open MPI cluster)")
+  assert not (tmp_path / "run").exists()  # Refused before any work.
+
+
+# ----------------------------------------------------------------------------- kill -9
+
+
+@pytest.mark.scale
+@pytest.mark.parametrize("point, resumed", [
+    ("committed", 2 * CHECKPOINT_EVERY),  # Killed right after the step-20 checkpoint.
+    ("written", CHECKPOINT_EVERY),        # Step 20's arrays written, not committed.
+    ("created", CHECKPOINT_EVERY),        # Step 20's temporary directory still empty.
+])
+def test_kill_9_then_rerun_is_bit_identical(point, resumed, config, reference, tmp_path):
+  workdir = tmp_path / "run"
+  marker = tmp_path / "paused"
+  command = helpers.main_command(config, str(workdir))
+  env = dict(_env(TWO_DEVICES), RRJAX_PAUSE_AT=point, RRJAX_PAUSE_SAVE="2",
+             RRJAX_PAUSE_MARKER=str(marker))
+  log = open(tmp_path / "paused.log", "w+", encoding="utf-8")
+  process = _start([sys.executable, "-m", "tests.parallel.scale_pause_main", *command[3:]], env,
+                   log)
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    while not marker.exists():
+      assert process.poll() is None, (tmp_path / "paused.log").read_text()[-3000:]
+      assert time.monotonic() < deadline, "the run never reached its second checkpoint"
+      time.sleep(0.05)
+    paused_in = marker.read_text()
+    checkpoints = workdir / EXPERIMENT / "checkpoints"
+    step_dir = checkpoints / str(2 * CHECKPOINT_EVERY)
+    if point == "committed":
+      assert paused_in == str(step_dir) and step_dir.is_dir()
+    else:
+      assert paused_in.startswith(str(step_dir) + ".orbax-checkpoint-tmp")
+      assert os.path.isdir(paused_in) and not step_dir.exists()
+  finally:
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    log.close()
+  assert process.returncode == -signal.SIGKILL
+  assert not (workdir / "results.json").exists()
+
+  (rerun,) = _run_all([command], _env(TWO_DEVICES))
+  assert rerun.returncode == 0, rerun.stderr[-3000:]
+  assert f"resuming from checkpoint step {resumed}" in rerun.stderr
+  _assert_same_run(workdir, reference)
