@@ -4,10 +4,10 @@
     python benchmarks/accelerator.py --small         # anywhere (CI, CPU): tiny batch, 32 px
 
 The step is `rrjax.training.student.make_train_step` jitted by `jit_train_step` over all devices, as
-`rrjax.train` runs it: `mask(0.9)` on 224 px images, the frozen CLIP ViT-B/16-sized teacher
-(`clip_vit_b16`, random weights, same cost as the real ones), the ResNet-50 student
-(`resnet50`, embedding width set to the teacher's 512), the `st` loss, Adam. The batch is one
-device-resident array of random images, so the input pipeline is not measured.
+`rrjax.training.student.train_student` runs it: `mask(0.9)` on 224 px images, the frozen CLIP
+ViT-B/16-sized teacher (`clip_vit_b16`, random weights, same cost as the real ones), the ResNet-50
+student (`resnet50`, embedding width set to the teacher's 512), the `st` loss, Adam. The batch is
+one device-resident array of random images, so the input pipeline is not measured.
 
 Compute dtype (`--dtype`, bfloat16 by default): passed as `make_train_step(compute_dtype=...)`
 where rrjax has that argument (the models then run their convolutions and matmuls in bfloat16

@@ -10,11 +10,12 @@ mode, no gradient), the EfficientNet-Lite0 student on the corrupted ones (traini
 BatchNorm), both upsampling to 64 px inside, the InfoNCE `st` loss at temperature 0.1 over the
 batch, one Adam step (3e-4).
 
-JAX: `rrjax.training.student.make_train_step` jitted by `jit_train_step`, as `rrjax.training.student.train_student` runs it.
-PyTorch: an EfficientNet-Lite0 written below (TF 'SAME' padding, BatchNorm eps 1e-3 and
-momentum 0.1 as rrjax's 0.9), loaded with the same random weights as the JAX models, in the
-channels_last memory format (`--torch-format`; as fast as contiguous NCHW here, 643 against
-629 ms alternating); the script checks that the two teachers agree on a batch before timing.
+JAX: `rrjax.training.student.make_train_step` jitted by `jit_train_step`, as
+`rrjax.training.student.train_student` runs it. PyTorch: an EfficientNet-Lite0 written below (TF
+'SAME' padding, BatchNorm eps 1e-3 and momentum 0.1 as rrjax's 0.9), loaded with the same random
+weights as the JAX models, in the channels_last memory format (`--torch-format`; as fast as
+contiguous NCHW here, 643 against 629 ms alternating); the script checks that the two teachers agree
+on a batch before timing.
 
 Each framework runs in its own worker process and the parent has them alternate step by step,
 so that a change in the machine's load hits both. In one process they slowed each other down

@@ -3,12 +3,12 @@
     python benchmarks/overhead.py [--model efficientnet_lite0 --resolution 64 --size 28
                                    --batch 64 --steps 10 --warmup 2]
 
-Full: `rrjax.training.student.make_train_step` + `jit_train_step` (corruption, teacher forward, student
-forward/backward, Adam update). Bare: the same jit over the same mesh of value_and_grad of the
-same loss on already-corrupted images plus the teacher forward, no corruption and no optimiser
-update. Both read the same device-resident batch. Median of --steps steps after --warmup, the
-two steps alternating so that a change in the machine's load hits both.
-Ends with `result: pipeline_overhead_ratio <r> (goal 1.05)`, full over bare step time.
+Full: `rrjax.training.student.make_train_step` + `jit_train_step` (corruption, teacher forward,
+student forward/backward, Adam update). Bare: the same jit over the same mesh of value_and_grad of
+the same loss on already-corrupted images plus the teacher forward, no corruption and no optimiser
+update. Both read the same device-resident batch. Median of --steps steps after --warmup, the two
+steps alternating so that a change in the machine's load hits both. Ends with `result:
+pipeline_overhead_ratio <r> (goal 1.05)`, full over bare step time.
 """
 
 import argparse

@@ -3,11 +3,11 @@
     python benchmarks/probe.py [--n 6000 --dim 1280 --classes 10 --epochs 10 --batch 64
                                 --resolution 64 --size 28 --steps 5]
 
-Probe: `rrjax.evaluation.probe.fit` on random cached features `[n, dim]` (10 epochs, batch 256), timed on
-a second call (the first compiles; both are printed). Student epoch: ceil(n / batch) steps of
-`rrjax.training.student.make_train_step` (EfficientNet-Lite0, mask(0.9)) times the median step time over
---steps steps after one warm-up step. Ends with
-`result: probe_vs_epoch_percent <p>% (goal 5%)`, warm probe time over the epoch time.
+Probe: `rrjax.evaluation.probe.fit` on random cached features `[n, dim]` (10 epochs, batch 256),
+timed on a second call (the first compiles; both are printed). Student epoch: ceil(n / batch) steps
+of `rrjax.training.student.make_train_step` (EfficientNet-Lite0, mask(0.9)) times the median step
+time over --steps steps after one warm-up step. Ends with `result: probe_vs_epoch_percent <p>% (goal
+5%)`, warm probe time over the epoch time.
 """
 
 import argparse

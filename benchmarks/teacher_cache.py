@@ -3,13 +3,13 @@
     python benchmarks/teacher_cache.py [--n 6000 --batch 64 --resolution 64 --size 28
                                         --steps 5 --cache-batch 32]
 
-Both steps are `rrjax.training.student.make_train_step` at the demo's settings (EfficientNet-Lite0, inputs
-28 px upsampled to 64, batch 64, mask(0.9)): one runs the teacher forward, the other
+Both steps are `rrjax.training.student.make_train_step` at the demo's settings (EfficientNet-Lite0,
+inputs 28 px upsampled to 64, batch 64, mask(0.9)): one runs the teacher forward, the other
 (`teacher_in_batch=True`) reads `batch["teacher"]`. An epoch is ceil(n / batch) steps times the
-median step time over --steps steps after one compiling step, the two steps alternating. The
-one-off cost of building the cache (teacher forward over n images in batches of --cache-batch,
-the demo's eval batch) is printed apart. Ends with `result: teacher_cache_speedup <x>x`, epoch
-time without the cache over epoch time with it (the cache build not included).
+median step time over --steps steps after one compiling step, the two steps alternating. The one-off
+cost of building the cache (teacher forward over n images in batches of --cache-batch, the demo's
+eval batch) is printed apart. Ends with `result: teacher_cache_speedup <x>x`, epoch time without the
+cache over epoch time with it (the cache build not included).
 """
 
 import argparse

@@ -81,6 +81,41 @@ def main(argv):
     _exit(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing (`app.run`'s `flags_parser`), with the config's errors as user errors.
+
+  A bad `--config` file or argument, an override of a field the config does not have, or a
+  value of the wrong type stop the run with one line and exit status 2, as any user error
+  (a config file's own exception keeps its traceback in the message: it is the user's code).
+  """
+  try:
+    remaining = flags.FLAGS(argv)
+    "seed" in flags.FLAGS.config  # pylint: disable=pointless-statement  # Raises if unloaded.
+    return remaining
+  except flags.Error as e:
+    # ml_collections re-raises the config file's exception with its traceback in the message:
+    # the first one raised is the user error itself.
+    chain, cause = [], e
+    while cause is not None:
+      chain.append(cause)
+      cause = cause.__context__
+    user = [c for c in chain if isinstance(c, errors.UserError)]
+    _exit(USER_ERROR_STATUS, f"rrjax: error: {user[-1] if user else e}")
+  except (KeyError, AttributeError) as e:
+    # ml_collections, applying an override whose path the config lacks.
+    name, *hint = str(e).strip("'\"").replace("\\'", "'").split("\\n")
+    name = name.strip("'\"")
+    paths = [a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.")]
+    path = next((p for p in paths if name in p.split(".")), "<field>")
+    _exit(USER_ERROR_STATUS,
+          f"rrjax: error: --config.{path}: the config has no field {name!r}"
+          + (f" ({hint[0][0].lower() + hint[0][1:]})" if hint else "")
+          + "; an experiment's own fields are overridden by their path under "
+            "--config.experiments.<name>., every other field by --config.<field>")
+  except OSError as e:
+    _exit(USER_ERROR_STATUS, f"rrjax: error: --config: {' '.join(str(e).split())}")
+
+
 def _hint_cpu_malloc():
   """On CPU, points at the malloc setting that `make demo` uses (README, "Performance")."""
   if (jax.default_backend() == "cpu"
@@ -96,4 +131,4 @@ def _exit(status: int, message: str):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -45,12 +45,13 @@ import numpy as np
 from absl import logging
 from etils import epath
 
-from rrjax import corruptions, data, models
+from rrjax import corruptions, data, errors, models
 from rrjax.config import experiments, validate, workdir as workdir_lib
 from rrjax.evaluation import probe, restoration, scoring
 from rrjax.evaluation import tasks as tasks_lib
 from rrjax.evaluation.features import Encoder
-from rrjax.outputs import metrics, report
+from rrjax.io import metrics
+from rrjax.outputs import report
 from rrjax.outputs import rows as rows_lib
 from rrjax.parallel import sharding
 from rrjax.training import baseline, student
@@ -73,6 +74,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   with timer.stage("data"):
     sources = tasks_lib.load_sources(config)
+    _check_student_batches(config, sources["train"])
     arrays = {k: data.load_arrays(s) for k, s in sources.items()}
   with timer.stage("teacher_features"):
     teacher = Encoder(*models.load_from_config(config.teacher, head="embed"),
@@ -126,6 +128,7 @@ class Experiment:
   fractions: tuple[float, ...]
   subsets: Mapping[tuple[str | None, float], np.ndarray]  # (task, fraction) -> indices
   op_train: corruptions.Operator
+  ops: tuple[corruptions.Operator, ...]  # The eval corruptions.
 
 
 class Timer:
@@ -165,11 +168,8 @@ def teacher_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
         idx = exp.subsets[task.name, f]
         fitted = _fit(rc, [task.train.clean[idx]], task.train.labels[idx], task.num_classes,
                       hparams)
-        for dataset, test in task.tests:
-          accs = scoring.accuracy_over_draws(lambda key, test=test: test.clean,
-                                             {f: functools.partial(probe.logits, fitted)},
-                                             test.labels, CLEAN, seed=rc.seed, draws=1)
-          out.append(_row(exp, "teacher_clean", dataset, CLEAN, f, accs[f], probe=hparams))
+        out += scored_rows(exp, "teacher_clean", task.tests, (CLEAN,), _clean_features,
+                           {f: functools.partial(probe.logits, fitted)}, probe=hparams)
   if "probe" in rc.stages:
     for task in exp.tasks:
       out += probe_rows(exp, "teacher_corrupted", run.teacher, task, timer)
@@ -216,17 +216,14 @@ def baseline_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
           rc, os.path.join(exp.rundir, f"baseline_{f:g}"), mesh=run.mesh,
           train_source=data.subset(run.train_source, exp.subsets[task.name, f]),
           num_classes=task.num_classes)
-    fine_tuned = Encoder(model, variables, batch_size=rc.eval.batch_size, mesh=run.mesh)
     if f == most:
       backbone = Encoder(baseline.backbone(model), variables, batch_size=rc.eval.batch_size,
                          mesh=run.mesh)
+    fine_tuned = Encoder(model, variables, batch_size=rc.eval.batch_size, mesh=run.mesh)
     with timer.stage("evaluate"):
-      for dataset, test in task.tests:
-        for op in map(corruptions.build, rc.eval.corruptions):
-          accs = scoring.accuracy_over_draws(
-              functools.partial(fine_tuned.features, test.images, op), {f: _logits},
-              test.labels, op, seed=rc.seed, draws=rc.eval.draws)
-          out.append(_row(exp, "baseline", dataset, op, f, accs[f]))
+      # Its features are its classifier's logits.
+      out += scored_rows(exp, "baseline", task.tests, exp.ops, _features_of(fine_tuned),
+                         {f: lambda logits: logits})
   if "probe" in rc.stages:
     for transfer in exp.tasks[1:]:
       out += probe_rows(exp, "baseline", backbone, transfer, timer,
@@ -234,9 +231,8 @@ def baseline_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
   return out
 
 
-def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.Task, timer: Timer,
-               *,
-               route: Callable | None = None,
+def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.Task,
+               timer: Timer, *, route: Callable | None = None,
                backbone_label_fraction: float | None = None) -> list[dict]:
   """Probes on the encoder's features of corrupted training images, one per label fraction,
   scored over the eval draws of every eval corruption on every test split of `task`.
@@ -244,13 +240,12 @@ def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.T
   `route(A)`: what the encoder sees for operator A (the restored route wraps it); default A.
   """
   rc = exp.config
-  seen = route or (lambda op: op)
+  seen = route(exp.op_train) if route else exp.op_train
   with timer.stage("probe"):
     keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
             for d in range(rc.probe.feature_draws if exp.op_train.random else 1)]
-    train = [encoder.features(task.train.images, seen(exp.op_train), k) for k in keys]
-    val = functools.partial(encoder.features, task.val.images, seen(exp.op_train),
-                            jax.random.key(rc.seed + 1))
+    train = [encoder.features(task.train.images, seen, k) for k in keys]
+    val = functools.partial(encoder.features, task.val.images, seen, jax.random.key(rc.seed + 1))
     hparams = _probe_hparams(rc, train, task.train.labels, val, task.val.labels,
                              task.num_classes)
     heads = {}
@@ -259,16 +254,9 @@ def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.T
       fitted = _fit(rc, [x[idx] for x in train], task.train.labels[idx], task.num_classes,
                     hparams)
       heads[f] = functools.partial(probe.logits, fitted)
-  out = []
   with timer.stage("evaluate"):
-    for dataset, test in task.tests:
-      for op in map(corruptions.build, rc.eval.corruptions):
-        accs = scoring.accuracy_over_draws(
-            functools.partial(encoder.features, test.images, seen(op)), heads, test.labels,
-            op, seed=rc.seed, draws=rc.eval.draws)
-        out += [_row(exp, method, dataset, op, f, accs[f], probe=hparams,
-                     backbone_label_fraction=backbone_label_fraction) for f in exp.fractions]
-  return out
+    return scored_rows(exp, method, task.tests, exp.ops, _features_of(encoder, route), heads,
+                       probe=hparams, backbone_label_fraction=backbone_label_fraction)
 
 
 def zeroshot_rows(run: Run, exp: Experiment, method: str, encoder: Encoder,
@@ -276,20 +264,57 @@ def zeroshot_rows(run: Run, exp: Experiment, method: str, encoder: Encoder,
   """The text head on the encoder's embeddings of corrupted test images: no labels, so the
   same accuracy at every label fraction."""
   from rrjax.evaluation import zeroshot  # Imports transformers: only when asked for.
-  rc = exp.config
   head = functools.partial(zeroshot.zeroshot_logits, classifier=run.classifier)
-  out = []
   with timer.stage("evaluate"):
-    for dataset, test in exp.tasks[0].tests:
-      for op in map(corruptions.build, rc.eval.corruptions):
-        accs = scoring.accuracy_over_draws(
-            functools.partial(encoder.features, test.images, op), {"zeroshot": head},
-            test.labels, op, seed=rc.seed, draws=rc.eval.draws)
-        out += [_row(exp, method, dataset, op, f, accs["zeroshot"]) for f in exp.fractions]
+    return scored_rows(exp, method, exp.tasks[0].tests, exp.ops, _features_of(encoder),
+                       {f: head for f in exp.fractions})
+
+
+def scored_rows(exp: Experiment, method: str, tests, ops, features: Callable,
+                heads: Mapping[float, Callable], **extra) -> list[dict]:
+  """The rows of `method`: per test split and operator, the top-1 of each head (keyed by
+  label fraction) over the operator's eval draws (`scoring.accuracy_over_draws`).
+
+  Args:
+    tests: `(dataset name in the rows, tasks.Split)` pairs.
+    ops: the eval operators.
+    features: `(split, op) -> (draw key -> features [N, D] of the split under op)`.
+    heads: label fraction -> (features -> logits).
+    **extra: optional row fields (`probe`, `backbone_label_fraction`).
+  """
+  out = []
+  for dataset, test in tests:
+    for op in ops:
+      accs = scoring.accuracy_over_draws(features(test, op), heads, test.labels, op,
+                                         seed=exp.config.seed, draws=exp.config.eval.draws)
+      out += [_row(exp, method, dataset, op, f, accs[f], **extra) for f in heads]
   return out
 
 
+def _features_of(encoder: Encoder, route: Callable | None = None) -> Callable:
+  """`(split, op) -> (key -> features)`: the encoder on the split corrupted by `route(op)`."""
+  return lambda test, op: functools.partial(encoder.features, test.images,
+                                            route(op) if route else op)
+
+
+def _clean_features(test, op):
+  """The frozen teacher's features of the clean split, computed once for the run."""
+  del op  # Identity.
+  return lambda key: test.clean
+
+
 # ----------------------------------------------------------------------------- helpers
+
+
+def _check_student_batches(config, train_source: data.Source) -> None:
+  """The student trains on whole batches of the training split: refuses a batch larger than
+  the split now, before the hours of earlier stages."""
+  for name, rc in experiments.expand(config):
+    if "train" in rc.stages and rc.train.batch_size > len(train_source):
+      where = f" (experiment {name})" if rc is not config else ""
+      raise errors.UserError(
+          f"config.train.batch_size{where}: {rc.train.batch_size} exceeds the "
+          f"{len(train_source)} images of data.train_split {rc.data.train_split!r}")
 
 
 def _zeroshot_classifier(config, class_names) -> np.ndarray | None:
@@ -312,7 +337,8 @@ def _experiment(run: Run, rc, name: str, workdir: str) -> Experiment:
                                                        rc.seed)
              for t in chosen for f in fractions}
   return Experiment(name, rc, rundir, chosen, fractions, subsets,
-                    corruptions.build(rc.train.corruption))
+                    corruptions.build(rc.train.corruption),
+                    tuple(map(corruptions.build, rc.eval.corruptions)))
 
 
 def _teacher_key(exp: Experiment) -> str:
@@ -331,11 +357,6 @@ def _row(exp: Experiment, method: str, dataset: str, op, fraction: float, draws,
                            dataset=dataset, train_corruption=str(exp.op_train),
                            eval_corruption=str(op), label_fraction=fraction, draws=draws,
                            **extra)
-
-
-def _logits(x):
-  """The head of a classifier whose features are already its logits."""
-  return x
 
 
 def _fit(rc, feats, labels, num_classes, hparams) -> probe.Probe:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from rrjax import data, models
 from rrjax.config import embedded, smoke
-from rrjax.outputs import files, metrics
+from rrjax.io import files, metrics
 from rrjax.training import student
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -171,13 +171,15 @@ def count_compiles():
 
 
 def write_metrics(path) -> None:
-  """A metrics.jsonl of two runs, a student and a baseline, 5 steps each."""
-  with metrics.MetricsLog(path, run="student[mask(0.9)]") as log:
+  """A metrics.jsonl with the lines of two runs, a student and a baseline, 5 steps each (as
+  `metrics.merge_runs` gathers them)."""
+  with metrics.MetricsLog(path) as log:
     for step in range(1, 6):
-      log.write(step=step, loss=5.0 / step, lr=3e-4, images_per_s=100.0)
-  with metrics.MetricsLog(path, run="baseline[mask(0.9)]") as log:
+      log.write(step=step, run="student[mask(0.9)]", loss=5.0 / step, lr=3e-4,
+                images_per_s=100.0)
     for step in range(1, 6):
-      log.write(step=step, loss=2.0 / step, lr=1e-3, images_per_s=50.0)
+      log.write(step=step, run="baseline[mask(0.9)]", loss=2.0 / step, lr=1e-3,
+                images_per_s=50.0)
 
 
 def write_results(workdir, config) -> bytes:

@@ -7,6 +7,7 @@ import pickle
 import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from absl import logging
 
 from rrjax import main
 from rrjax.config import workdir as workdir_lib
-from rrjax.outputs import metrics
+from rrjax.io import metrics
 from tests import helpers
 
 # Where the tiny config's single experiment ("mask") keeps its outputs.
@@ -152,7 +153,8 @@ def _main_case(case, folder, tmp_path):
       f"workdir {workdir} holds a run of a different config ({workdir}/config.json): "
       "config.seed was 0, now 3. Use a fresh --workdir, so that the two runs' checkpoints and "
       "results do not mix (fields a rerun may change: train.log_every, train.checkpoint_every, "
-      "baseline.log_every, stages, only)"), {workdir / "results.json": earlier}
+      "baseline.log_every, stages, experiments.*.stages, only)"), {
+          workdir / "results.json": earlier}
 
 
 def test_main_user_errors_exit_2_with_one_line_and_no_traceback(folder, tmp_path):
@@ -207,13 +209,13 @@ def test_overrides_take_effect_or_stop_the_run_with_one_line(folder, tmp_path):
   any compute, saying which experiment sets the field and the flag that reaches it."""
   cases = {
       "demo_noise": ("configs/demo.py:smoke", "--config.train.corruption=noise(0.3)",
-                     "--config.train.corruption=noise(0.3) would not reach every experiment: "
+                     "'--config.train.corruption=noise(0.3)' would not reach every experiment: "
                      "experiment mask90 sets train.corruption itself; override it there: "
-                     "--config.experiments.mask90.train.corruption=noise(0.3)"),
+                     "'--config.experiments.mask90.train.corruption=noise(0.3)'"),
       "mask90_noise": ("configs/mask90.py:smoke", "--config.train.corruption=noise(0.3)",
-                       "--config.train.corruption=noise(0.3) would not reach every "
+                       "'--config.train.corruption=noise(0.3)' would not reach every "
                        "experiment: experiment mask90 sets train.corruption itself; override "
-                       "it there: --config.experiments.mask90.train.corruption=noise(0.3)"),
+                       "it there: '--config.experiments.mask90.train.corruption=noise(0.3)'"),
       "demo_bad": ("configs/demo.py:smoke", "--config.train.corruption=mask(1.5)",
                    f"config.train.corruption: bad corruption spec part 'mask(1.5)': mask "
                    f"fraction 1.5 not in [0, 1]; {_FORMS}"),
@@ -248,3 +250,31 @@ def test_override_of_an_experiments_own_field_takes_effect(folder, tmp_path, mon
   assert {r["probe"]["lr"] for r in results["rows"]} == {0.01}
   assert {r["method"] for r in results["rows"]} == {"teacher_clean", "teacher_corrupted",
                                                      "restored", "ours"}
+
+
+def test_config_flag_errors_exit_2_with_one_line(folder, tmp_path):
+  """A bad `--config` file or argument, an override of a field the config lacks, or a value of
+  the wrong type: refused while the flags are parsed, as any user error."""
+  cases = {
+      "argument": (["--config=configs/demo.py:bogus"],
+                   "configs/demo.py: unknown argument 'bogus'; allowed: smoke, validate"),
+      "file": (["--config=configs/nope.py"], "--config: Configuration is not available"),
+      "typo": (["--config=configs/demo.py:smoke", "--config.trian.lr=5"],
+               "--config.trian.lr: the config has no field 'trian' (did you mean \"train\""),
+      "unset": (["--config=configs/mask90.py:smoke",
+                 "--config.experiments.mask90.train.steps=5"],
+                "--config.experiments.mask90.train.steps: the config has no field 'steps'"),
+      "type": (["--config=configs/demo.py:smoke", "--config.train.lr=abc"],
+               "flag --config.train.lr=abc: could not convert string to float: 'abc'"),
+  }
+  runs = {case: subprocess.Popen(
+      [sys.executable, "-m", "rrjax.main", *args, f"--workdir={tmp_path / case}"],
+      env=helpers.main_env(), cwd=helpers.REPO, stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True) for case, (args, _) in cases.items()}
+  for case, process in runs.items():
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 2, (case, stderr[-3000:])
+    assert "Traceback" not in stderr, case
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(f"rrjax: error: {cases[case][1]}"), (case, last)
+    assert not (tmp_path / case).exists(), case

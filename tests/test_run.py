@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from rrjax import corruptions, models, run
+from rrjax import corruptions, errors, models, run
 from rrjax.config import experiments
 from rrjax.evaluation import probe, scoring, zeroshot
 from rrjax.evaluation.features import extract_features
@@ -191,13 +191,6 @@ def test_transfer_and_label_shift_rows(folders, tmp_path, monkeypatch):
   assert all(top < n for n, top in fitted)
 
 
-def test_label_shift_needs_the_training_classes(folders, tmp_path):
-  c = helpers.tiny_config(folders["train"])
-  c.eval.data.update(name=f"imagefolder:{folders['four']}", split="test")
-  with pytest.raises(ValueError, match=r"config\.eval\.data\.name: .* 4 classes"):
-    run.train_and_evaluate(c, str(tmp_path))
-
-
 @pytest.mark.parametrize("field", ["name", "test_split"])
 def test_transfer_entry_fields_are_validated(folders, tmp_path, field):
   c = helpers.tiny_config(folders["train"])
@@ -266,3 +259,14 @@ def test_two_fresh_runs_write_the_same_results(folder, tmp_path):
   heads = [t[:t.index('\n  "timing": ')] for t in texts]
   assert heads[0] == heads[1]
   assert json.loads(texts[0])["timing"].keys() == json.loads(texts[1])["timing"].keys()
+
+
+def test_student_batch_larger_than_the_training_split_is_refused_before_compute(
+    folder, tmp_path, monkeypatch):
+  monkeypatch.setattr(models, "load_from_config",
+                      lambda *a, **k: pytest.fail("the teacher was loaded"))
+  c = helpers.tiny_config(folder, data__train_split="train[:12]")
+  with pytest.raises(errors.UserError) as info:
+    run.train_and_evaluate(c, str(tmp_path))
+  assert str(info.value) == ("config.train.batch_size (experiment mask): 16 exceeds the 12 "
+                             "images of data.train_split 'train[:12]'")

@@ -18,6 +18,7 @@ it, so `check_overrides` stops the run before any compute and names the flag to 
 """
 
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 
 import ml_collections
@@ -71,21 +72,25 @@ def check_overrides(config: ml_collections.ConfigDict, overrides: Iterable[str])
   entries = config.get("experiments") or {}
   chosen = [name for name, _ in expand(config)] if entries else []
   for path in overrides:
+    value = _format(_get(config, path))
+    flag = _flag(path, value)
     if path == "experiments" or path.startswith("experiments."):
+      name = path.split(".")[1] if "." in path else ""
+      if name and name not in chosen:
+        raise errors.UserError(f"{flag} would not reach any experiment that runs: config.only "
+                               f"chooses {', '.join(chosen)}")
       continue
     setters = {name: field for name in chosen for field, _ in leaves(entries[name])
                if _overlaps(field, path)}
     if not setters:
       continue
-    value = _format(_get(config, path))
     names = list(setters)
     fields = sorted(set(setters.values()))
-    flags = " ".join(f"--config.experiments.{n}.{setters[n]}={value}" for n in names)
+    there = " ".join(_flag(f"experiments.{n}.{setters[n]}", value) for n in names)
     who = (f"experiment {names[0]} sets {fields[0]} itself; override it there:" if len(names) == 1
            else f"experiments {', '.join(names)} set {', '.join(fields)} themselves; override "
                 "it in each:")
-    raise errors.UserError(f"--config.{path}={value} would not reach every experiment: {who} "
-                           f"{flags}")
+    raise errors.UserError(f"{flag} would not reach every experiment: {who} {there}")
 
 
 def leaves(entry, prefix: str = "") -> list[tuple[str, object]]:
@@ -119,6 +124,11 @@ def _get(config, path: str):
 
 def _format(value) -> str:
   return value if isinstance(value, str) else repr(value)
+
+
+def _flag(path: str, value: str) -> str:
+  """`--config.<path>=<value>`, quoted for a shell where it needs to be."""
+  return shlex.quote(f"--config.{path}={value}")
 
 
 def _set(config, path: str, value, where: str) -> None:

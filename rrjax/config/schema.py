@@ -22,7 +22,7 @@ The teacher is OpenAI's RN101 (`teacher.weights = ""`: `~/.cache/clip/RN101.pt`)
 TFDS imagenet2012, prepared in the TFDS data dir (`--config.data.data_dir`) or its archives in
 `<data_dir>/downloads/manual/` (`rrjax/data/imagenet_subsets.py`).
 
-Cost. The pipeline holds each split's eval views in host memory as float32 (126,689 x 224 x
+Cost. The run (`rrjax.run`) holds each split's eval views in host memory as float32 (126,689 x 224 x
 224 x 3 x 4 bytes, about 76 GB for the training split), so a paper run needs a host with more
 than 80 GB of memory. Compute, estimated from FLOP counts (not measured): CLIP RN101 costs
 about 10 GMACs a 224 px image forward, so the student's 12,375 steps of 256 images (teacher

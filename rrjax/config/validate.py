@@ -49,6 +49,7 @@ def _in_experiment(error: errors.UserError, name: str, entry) -> errors.UserErro
 
 
 def _validate_one(c) -> None:
+  _int(c, "seed", 0)
   _name(c, "teacher.name", models.names())
   if c.student.name:
     _name(c, "student.name", models.names())
@@ -164,7 +165,7 @@ def _positive(c, path):
 def _spec(c, path, spec):
   try:
     corruptions.build(spec)
-  except (ValueError, TypeError) as e:
+  except corruptions.SpecError as e:
     raise errors.UserError(f"config.{path}: {e}") from None
 
 

@@ -8,23 +8,24 @@ other than `RERUN_MAY_CHANGE`. A workdir is a local path or a bucket URL (`gs://
 `etils.epath`).
 """
 
+import fnmatch
 import json
 import uuid
 
 from etils import epath
 
 from rrjax import errors
-from rrjax.outputs import files
+from rrjax.io import files
 from rrjax.parallel import multiprocess
 
 CONFIG_FILE = "config.json"
 # Fields a rerun in the same workdir may change: none alters a number a run computes. How often
-# to log and checkpoint is bookkeeping; `stages` and `only` choose which stages and experiments
-# run, and each of those computes the same whether the others run or not. Everything else is
-# refused, `eval.batch_size` and `mesh.data` included: the eval corruption draws depend on the
-# batch size and the device count.
+# to log and checkpoint is bookkeeping; `stages` (an experiment's own too) and `only` choose which
+# stages and experiments run, and each of those computes the same whether the others run or
+# not. Everything else is refused, `eval.batch_size` and `mesh.data` included: the eval
+# corruption draws depend on the batch size and the device count. `*` stands for any name.
 RERUN_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "baseline.log_every", "stages",
-                    "only")
+                    "experiments.*.stages", "only")
 _PROBE_PREFIX = ".rrjax-write-probe-"
 
 
@@ -113,7 +114,7 @@ def _has_outputs(workdir: epath.Path) -> bool:
 
 def _first_difference(stored, current, path: str) -> tuple[str, str, str] | None:
   """`(field, stored value, current value)` of the first field (sorted) that differs."""
-  if path in RERUN_MAY_CHANGE:
+  if any(fnmatch.fnmatchcase(path, pattern) for pattern in RERUN_MAY_CHANGE):
     return None
   if isinstance(stored, dict) and isinstance(current, dict):
     for key in sorted(set(stored) | set(current)):

@@ -13,6 +13,7 @@ unknown-severity training with `mask(0.5,0.95)` and `noise(0.1,0.3)`.
 """
 
 from rrjax.corruptions.operators import Blur, Compose, Identity, Mask, Noise, Operator
-from rrjax.corruptions.spec import OPERATORS, build
+from rrjax.corruptions.spec import OPERATORS, SpecError, build
 
-__all__ = ["Blur", "Compose", "Identity", "Mask", "Noise", "OPERATORS", "Operator", "build"]
+__all__ = ["Blur", "Compose", "Identity", "Mask", "Noise", "OPERATORS", "Operator", "SpecError",
+           "build"]

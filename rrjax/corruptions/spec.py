@@ -17,7 +17,12 @@ operator subclasses `operators.Operator` and is added to `OPERATORS`.
 import math
 import re
 
+from rrjax import errors
 from rrjax.corruptions.operators import Blur, Compose, Identity, Mask, Noise, Operator
+
+class SpecError(errors.UserError):
+  """A corruption spec that does not parse, or whose numbers an operator refuses."""
+
 
 OPERATORS: dict[str, type[Operator]] = {op.name: op for op in (Mask, Noise, Blur, Identity)}
 
@@ -30,22 +35,22 @@ def build(spec: str) -> Operator:
   """Parses `spec` (see the module docstring) into an operator.
 
   Raises:
-    ValueError: naming the malformed part and listing the allowed forms.
+    SpecError: naming the malformed part and listing the allowed forms.
   """
   if not isinstance(spec, str):
-    raise TypeError(f"corruption spec must be a str, got {type(spec).__name__} {spec!r}")
+    raise SpecError(f"corruption spec must be a str, got {type(spec).__name__} {spec!r}")
   if not spec.strip():
-    raise ValueError(f"bad corruption spec {spec!r}: empty spec; allowed forms: {_ALLOWED}")
+    raise SpecError(f"bad corruption spec {spec!r}: empty spec; allowed forms: {_ALLOWED}")
   ops = tuple(_parse_part(part, spec) for part in spec.split("|"))
   return ops[0] if len(ops) == 1 else Compose(ops)
 
 
 def _parse_part(part: str, spec: str) -> Operator:
   """Parses one `name(args)` of `spec`."""
-  def bad(reason: str) -> ValueError:
+  def bad(reason: str) -> SpecError:
     where = "" if part.strip() == spec.strip() else f" in {spec!r}"
-    return ValueError(f"bad corruption spec part {part.strip()!r}{where}: {reason}; "
-                      f"allowed forms: {_ALLOWED}")
+    return SpecError(f"bad corruption spec part {part.strip()!r}{where}: {reason}; "
+                     f"allowed forms: {_ALLOWED}")
 
   if not part.strip():
     raise bad("empty part")

@@ -40,6 +40,13 @@ class Task:
   tests: tuple[tuple[str, Split], ...]
 
 
+def load_split(section, split: str) -> data.Source:
+  """Split `split` of the dataset of a config section with `name`, `data_dir`, `image_size`
+  (`config.data`, an entry of `config.transfer`)."""
+  return data.load(section.name, split, data_dir=section.data_dir or None,
+                   image_size=section.image_size or None)
+
+
 def load_sources(config) -> dict[str, data.Source]:
   """The source of every split the run reads: "train", "val", "test", "shift" (label shift),
   "transfer/<name>/<split>".
@@ -48,10 +55,7 @@ def load_sources(config) -> dict[str, data.Source]:
     rrjax.errors.UserError: naming `config.eval.data.name` when its label space is not
       `data.name`'s.
   """
-  def load(dc, split):
-    return data.load(dc.name, split, data_dir=dc.data_dir or None,
-                     image_size=dc.image_size or None)
-
+  load = load_split
   dc = config.data
   sources = {"train": load(dc, dc.train_split), "val": load(dc, dc.val_split),
              "test": load(dc, dc.test_split)}

@@ -1,7 +1,7 @@
 """`tiny_cnn`: a small random-init CNN encoder for tests and `:smoke` configs.
 
 It follows the encoder contract (resize + normalise inside, BatchNorm, `embed` / `logits`
-heads) at a size that compiles in about a second, so pipeline tests exercise every stage
+heads) at a size that compiles in about a second, so tests of whole runs exercise every stage
 without the cost of a real network. It has no published weights: a config uses it with
 `teacher.weights = "random"`.
 """

@@ -31,11 +31,12 @@ import ml_collections
 import numpy as np
 from matplotlib.figure import Figure
 
-from rrjax import corruptions, data, models
+from rrjax import corruptions, data, errors, models
 from rrjax.config import experiments
-from rrjax.evaluation import probe
+from rrjax.evaluation import probe, tasks
 from rrjax.evaluation.features import extract_features
-from rrjax.outputs import files, rows
+from rrjax.io import files
+from rrjax.outputs import rows
 from rrjax.training import checkpoint, student
 
 
@@ -65,8 +66,12 @@ def _probe_hparams(results: dict, rc, train_corruption: str, fraction: float) ->
 
 
 def _read_json(path: str) -> dict:
-  with open(path, encoding="utf-8") as f:
-    return json.load(f)
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise errors.UserError(f"cannot read {path} ({e}): pass the workdir of a finished run as "
+                           "--workdir") from None
 
 
 def predictions(workdir: str, experiment_name: str | None = None, *, num: int = 8,
@@ -83,17 +88,15 @@ def predictions(workdir: str, experiment_name: str | None = None, *, num: int = 
   runs = dict(experiments.expand(config))
   name = experiment_name or next(iter(runs))
   if name not in runs:
-    raise ValueError(f"no experiment {name!r} in {workdir}; names: {', '.join(runs)}")
+    raise errors.UserError(f"no experiment {name!r} in {workdir}; names: {', '.join(runs)}")
   rc = runs[name]
   rundir = os.path.join(workdir, name)
   op = corruptions.build(corruption or rc.eval.corruptions[0])
   op_train = corruptions.build(rc.train.corruption)
   fraction = max(float(f) for f in rc.probe.label_fractions)
 
-  dc = rc.data
-  load = lambda split: data.load(dc.name, split, data_dir=dc.data_dir or None,
-                                 image_size=dc.image_size or None)
-  train_source, test_source = load(dc.train_split), load(dc.test_split)
+  train_source = tasks.load_split(rc.data, rc.data.train_split)
+  test_source = tasks.load_split(rc.data, rc.data.test_split)
   num_classes = train_source.num_classes
   labelled = probe.label_fraction_indices(np.asarray(data.load_arrays(train_source)[1]),
                                           fraction, num_classes, rc.seed)
@@ -183,8 +186,11 @@ def main(argv: list[str] | None = None) -> str:
   parser.add_argument("--probe_images", type=int, default=1000,
                       help="training images the quick probe is fitted on")
   args = parser.parse_args(argv)
-  path = write_gallery(args.workdir, args.experiment, num=args.num, out=args.out,
-                       corruption=args.corruption, probe_images=args.probe_images)
+  try:
+    path = write_gallery(args.workdir, args.experiment, num=args.num, out=args.out,
+                         corruption=args.corruption, probe_images=args.probe_images)
+  except errors.UserError as e:
+    parser.exit(2, f"{parser.prog}: error: {e}\n")
   print(path)
   return path
 

@@ -20,7 +20,7 @@ from etils import epath
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from rrjax.outputs import files
+from rrjax.io import files
 from rrjax.outputs import rows as rows_lib
 from rrjax.parallel import multiprocess
 

@@ -15,7 +15,8 @@ from collections.abc import Mapping, Sequence
 
 from etils import epath
 
-from rrjax.outputs import files, metrics, plots
+from rrjax.io import files, metrics
+from rrjax.outputs import plots
 from rrjax.outputs import rows as rows_lib
 from rrjax.parallel import multiprocess
 

@@ -22,7 +22,7 @@ from absl import logging
 from etils import epath
 
 from rrjax import errors
-from rrjax.outputs import files
+from rrjax.io import files
 from rrjax.training.state import TrainState
 
 

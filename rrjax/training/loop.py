@@ -30,7 +30,7 @@ from absl import logging
 from jax.sharding import Mesh
 
 from rrjax import errors
-from rrjax.outputs.metrics import MetricsLog
+from rrjax.io.metrics import MetricsLog
 from rrjax.parallel import multiprocess, sharding
 from rrjax.training.checkpoint import Checkpointer
 from rrjax.training.state import TrainState
@@ -70,14 +70,17 @@ def train(state: TrainState, advance: Callable, batches_from: Callable[[int], It
     The trained Flax variables `{"params", "batch_stats"?}` as host arrays.
   """
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
-  state = sharding.replicate(checkpointer.restore_or(state, name), mesh)
-  start = int(jax.device_get(state.step))
-  with MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start) as metrics:
-    state = fit(state, advance, batches_from(start), name=name, total_steps=total_steps,
-                batch_size=batch_size, mesh=mesh, checkpointer=checkpointer, metrics=metrics,
-                lr_at=lr_at, log_every=log_every, checkpoint_every=checkpoint_every,
-                fields=fields)
-  checkpointer.close()
+  try:
+    state = sharding.replicate(checkpointer.restore_or(state, name), mesh)
+    start = int(jax.device_get(state.step))
+    with MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start) as metrics:
+      state = fit(state, advance, batches_from(start), name=name, total_steps=total_steps,
+                  batch_size=batch_size, mesh=mesh, checkpointer=checkpointer, metrics=metrics,
+                  lr_at=lr_at, log_every=log_every, checkpoint_every=checkpoint_every,
+                  fields=fields)
+  finally:
+    # Also when training stops (an error, SIGTERM): Orbax's threads end before the process.
+    checkpointer.close()
   return jax.device_get(state.variables())
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from absl import logging
 
 from rrjax import data
-from rrjax.outputs import files
+from rrjax.io import files
 from rrjax.parallel import sharding
 
 

@@ -73,9 +73,9 @@ def test_override_an_experiment_would_replace_is_refused_naming_the_flag_to_use(
   c = helpers.load_config("mask90", "smoke")
   c.train.corruption = "noise(0.3)"
   assert _refusal(c, "train.corruption") == (
-      "--config.train.corruption=noise(0.3) would not reach every experiment: experiment "
+      "'--config.train.corruption=noise(0.3)' would not reach every experiment: experiment "
       "mask90 sets train.corruption itself; override it there: "
-      "--config.experiments.mask90.train.corruption=noise(0.3)")
+      "'--config.experiments.mask90.train.corruption=noise(0.3)'")
   # Its own path takes effect.
   c.train.corruption = "mask(0.9)"
   c.experiments.mask90.train.corruption = "noise(0.3)"
@@ -88,10 +88,10 @@ def test_override_refusal_lists_every_experiment_that_sets_the_field():
   c = _two()
   c.train.corruption = "blur(5,1)"
   assert _refusal(c, "train.corruption") == (
-      "--config.train.corruption=blur(5,1) would not reach every experiment: experiments "
+      "'--config.train.corruption=blur(5,1)' would not reach every experiment: experiments "
       "noise05, mask90 set train.corruption themselves; override it in each: "
-      "--config.experiments.noise05.train.corruption=blur(5,1) "
-      "--config.experiments.mask90.train.corruption=blur(5,1)")
+      "'--config.experiments.noise05.train.corruption=blur(5,1)' "
+      "'--config.experiments.mask90.train.corruption=blur(5,1)'")
   # Only the chosen experiments count.
   c.only = "noise05"
   assert "experiment noise05 sets train.corruption itself" in _refusal(c, "train.corruption")
@@ -118,3 +118,13 @@ def test_leaves_are_the_dotted_fields_an_experiment_sets():
                             "train.loss", "transfer"]
   assert (leaves["train.loss"], leaves["eval.corruptions"]) == ("ss", ("mask(0.5)", "mask(0.9)"))
   assert not leaves["transfer"]  # An empty section is a value: it replaces the config's.
+
+
+def test_override_of_an_experiment_that_does_not_run_is_refused():
+  c = _two()
+  c.only = "noise05"
+  c.experiments.mask90.train.corruption = "noise(0.3)"
+  assert _refusal(c, "experiments.mask90.train.corruption") == (
+      "'--config.experiments.mask90.train.corruption=noise(0.3)' would not reach any "
+      "experiment that runs: config.only chooses noise05")
+  experiments.check_overrides(c, ["experiments.noise05.train.corruption"])

@@ -57,7 +57,7 @@ def test_workdir_of_another_config_is_refused_and_left_alone(folder, tmp_path):
         f"workdir {tmp_path} holds a run of a different config ({tmp_path}/config.json): "
         f"config.{field} was {before}, now {now}. Use a fresh --workdir, so that the two runs' "
         "checkpoints and results do not mix (fields a rerun may change: train.log_every, "
-        "train.checkpoint_every, baseline.log_every, stages, only)")
+        "train.checkpoint_every, baseline.log_every, stages, experiments.*.stages, only)")
   assert (tmp_path / "results.json").read_bytes() == earlier
   assert (tmp_path / "config.json").read_bytes() == stored
 
@@ -83,3 +83,15 @@ def test_failed_start_does_not_block_a_fixed_config(folder, tmp_path):
                             str(tmp_path))
   workdir_lib.claim_workdir(helpers.tiny_config(folder), str(tmp_path))
   assert json.loads((tmp_path / "config.json").read_text())["data"]["name"].endswith(folder)
+
+
+def test_rerun_may_choose_an_experiments_own_stages(folder, tmp_path):
+  config = helpers.tiny_config(folder)
+  config.experiments.mask.stages = ("train", "probe")
+  workdir_lib.claim_workdir(config, str(tmp_path))
+  helpers.write_results(str(tmp_path), config)
+  config.experiments.mask.stages = ("train",)
+  workdir_lib.claim_workdir(config, str(tmp_path))  # Accepted: it computes nothing else.
+  config.experiments.mask.train.corruption = "mask(0.9)"
+  with pytest.raises(errors.UserError, match="experiments.mask.train.corruption was"):
+    workdir_lib.claim_workdir(config, str(tmp_path))

@@ -67,3 +67,11 @@ def test_malformed_spec_names_the_bad_part(spec, reason):
 def test_empty_spec_is_rejected(spec):
   with pytest.raises(ValueError, match="empty spec.*allowed forms"):
     corruptions.build(spec)
+
+
+def test_a_bad_spec_is_a_user_error():
+  from rrjax import errors  # pylint: disable=g-import-not-at-top
+  for spec in ("mask(2)", 3):
+    with pytest.raises(corruptions.SpecError) as info:
+      corruptions.build(spec)
+    assert isinstance(info.value, errors.UserError)

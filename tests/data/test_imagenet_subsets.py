@@ -9,8 +9,7 @@ import tensorflow_datasets as tfds
 
 import rrjax.data
 from rrjax.data import imagenet_subsets
-from tests.data.test_data import ArraySource
-from tests.data.test_data import mock_tfds  # noqa: F401  pylint: disable=unused-import (a fixture)
+from tests.data.data_util import ArraySource
 
 IMAGENET_LABELS = os.path.join(os.path.dirname(tfds.__file__), "datasets", "imagenet2012",
                                "labels.txt")

@@ -1,11 +1,11 @@
 """Tests of CLIP's text tower (OpenAI / open_clip checkpoints) and the ResNet teachers' zero-shot
 head, on a tiny random CLIP saved in the real formats.
 
-As for the image tower (tests/models/test_clip_resnet.py), the numerics proof needs no torch: a random
-state dict in OpenAI's naming, a tiny image tower and a small text tower, is written as a real
-checkpoint (torch.save's zip format, TorchScript's archive, open_clip's nesting), loaded by the
-real code, and compared with a slow NumPy forward pass written here from the PyTorch-layout
-tensors. The tokenizer is the tiny BPE vocabulary of tests/models/test_clip_vit.py.
+As for the image tower (tests/models/test_clip_resnet.py), the numerics proof needs no torch: a
+random state dict in OpenAI's naming, a tiny image tower and a small text tower, is written as a
+real checkpoint (torch.save's zip format, TorchScript's archive, open_clip's nesting), loaded by the
+real code, and compared with a slow NumPy forward pass written here from the PyTorch-layout tensors.
+The tokenizer is the tiny BPE vocabulary of tests/models/test_clip_vit.py.
 """
 
 import collections
@@ -18,11 +18,10 @@ import pytest
 from flax import traverse_util
 from transformers import CLIPTokenizer
 
-from rrjax import errors
 from rrjax.evaluation import zeroshot
-from rrjax.models import clip_resnet, clip_text, torch_reader
+from rrjax.models import clip_text, torch_reader
 from tests.models.test_clip_resnet import TINY, _tiny_state, _torch_tree, write_torchscript
-from tests.models.test_clip_vit import _MERGES, _VOCAB, clip_dir  # noqa: F401 (a fixture)
+from tests.models.test_clip_vit import _MERGES, _VOCAB
 from tests.models.test_torch_reader import write_zip
 
 CLASSES = ["cat", "dog", "bird"]
@@ -182,49 +181,6 @@ def test_checkpoint_matches_numpy_forward(tiny_ckpt, tokenizer_dir):
   assert np.abs(want[0] - want[2]).max() > 0.1
 
 
-def test_classifier_for_teacher(tiny_ckpt, tokenizer_dir):
-  state, path = tiny_ckpt
-  tokenizer = CLIPTokenizer.from_pretrained(tokenizer_dir)
-  templates = ["a photo of a {}.", "a {}."]
-  per_template = [_unit(_np_text_features(
-      _openai_tokens(tokenizer, [t.format(c) for c in CLASSES], 16), state, heads=2), axis=1)
-      for t in templates]
-
-  one = zeroshot.classifier_for_teacher("clip_rn101", str(path), CLASSES,
-                                        tokenizer=tokenizer_dir)
-  assert one.shape == (TINY.embed_dim, len(CLASSES)) and one.dtype == np.float32
-  np.testing.assert_allclose(np.linalg.norm(one, axis=0), 1.0, rtol=1e-6)
-  print(f"max abs diff vs numpy {np.abs(one - per_template[0].T).max():.2e}")
-  np.testing.assert_allclose(one, per_template[0].T, atol=1e-5)
-  both = zeroshot.classifier_for_teacher("clip_rn50", str(path), CLASSES, templates,
-                                         tokenizer=tokenizer_dir)
-  np.testing.assert_allclose(both, _unit(sum(per_template), axis=1).T, atol=1e-5)
-
-  # With the image tower of the same file: a zero-shot head over its embeddings.
-  module, variables = clip_resnet.build(TINY, pretrained=True, head="embed", weights=str(path),
-                                        resolution=64)
-  images = jax.random.uniform(jax.random.key(0), (2, 64, 64, 3))
-  logits = zeroshot.zeroshot_logits(module.apply(variables, images), one)
-  assert logits.shape == (2, len(CLASSES)) and np.abs(np.asarray(logits)).max() <= 100 + 1e-3
-
-
-def test_classifier_for_vit_teacher_is_text_classifier(clip_dir):  # noqa: F811
-  want = zeroshot.text_classifier(clip_dir, CLASSES)
-  got = zeroshot.classifier_for_teacher("clip_vit_b16", clip_dir, CLASSES)
-  np.testing.assert_array_equal(got, want)
-  # A tokenizer named apart from the weights (here the same files).
-  got = zeroshot.classifier_for_teacher("clip_vit_l14", clip_dir, CLASSES, tokenizer=clip_dir)
-  np.testing.assert_array_equal(got, want)
-
-
-def test_long_prompts_are_truncated_to_the_context(tiny_ckpt, tokenizer_dir):
-  _, path = tiny_ckpt
-  classifier = zeroshot.classifier_for_teacher("clip_rn101", str(path), ["cat", "abcdefghijk"],
-                                               "a photo of a {} in the park.",
-                                               tokenizer=tokenizer_dir)
-  assert classifier.shape == (TINY.embed_dim, 2) and np.isfinite(classifier).all()
-
-
 def test_checkpoint_formats_load_alike(tiny_ckpt, tmp_path):
   state, path = tiny_ckpt
   want = clip_text.load_weights(path)[1]
@@ -290,29 +246,3 @@ def test_malformed_checkpoints_name_the_tensor(tiny_ckpt, tokenizer_dir, tmp_pat
   with pytest.raises(torch_reader.CheckpointError, match="corrupt zip"):
     zeroshot.classifier_for_teacher("clip_rn101", str(damaged), CLASSES, tokenizer=tokenizer_dir)
 
-
-def test_teacher_and_tokenizer_errors(tiny_ckpt, tokenizer_dir, tmp_path, monkeypatch):
-  state, path = tiny_ckpt
-  with pytest.raises(ValueError, match=r"teacher 'resnet50'.*\(clip_vit_b16, clip_vit_b32, "
-                                       r"clip_vit_l14, clip_rn101, clip_rn50\)"):
-    zeroshot.classifier_for_teacher("resnet50", "", CLASSES, tokenizer=tokenizer_dir)
-  with pytest.raises(ValueError, match="at least one class name"):
-    zeroshot.classifier_for_teacher("clip_rn101", str(path), [], tokenizer=tokenizer_dir)
-  with pytest.raises(errors.UserError, match=r"could not load the CLIP tokenizer .*pass tokenizer="):
-    zeroshot.classifier_for_teacher("clip_rn101", str(path), CLASSES, tokenizer=str(tmp_path))
-  # A tokenizer of another vocabulary: ids past the tower's embedding rows.
-  small = tmp_path / "small.pt"
-  write_zip(small, _torch_tree(_clip_state(vocab_size=40)))
-  with pytest.raises(ValueError, match=r"token id 5\d.*vocabulary of 40"):
-    zeroshot.classifier_for_teacher("clip_rn101", str(small), CLASSES, tokenizer=tokenizer_dir)
-  # One whose end-of-text token is not its largest id: CLIP would pool at the wrong token.
-  reordered = [t for t in _VOCAB if t != "cat</w>"] + ["cat</w>"]
-  other = _write_tokenizer(tmp_path / "reordered", reordered)
-  with pytest.raises(ValueError, match=r"largest token id.*end-of-text token \(56\)"):
-    zeroshot.classifier_for_teacher("clip_rn101", str(path), CLASSES, tokenizer=other)
-  # "" is OpenAI's file in clip.load's cache, which is not there.
-  monkeypatch.setenv("HOME", str(tmp_path))
-  with pytest.raises(errors.UserError, match=r"RN50\.pt"):
-    zeroshot.classifier_for_teacher("clip_rn50", "", CLASSES, tokenizer=tokenizer_dir)
-  assert zeroshot.TEACHERS == ("clip_vit_b16", "clip_vit_b32", "clip_vit_l14", "clip_rn101",
-                               "clip_rn50")

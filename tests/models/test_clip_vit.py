@@ -15,7 +15,6 @@ from transformers import (CLIPConfig, CLIPTokenizer, CLIPVisionConfig, FlaxCLIPM
                           FlaxCLIPVisionModel)
 
 from rrjax import errors, models
-from rrjax.evaluation import zeroshot
 from rrjax.models import clip_vit
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD, prepare
 
@@ -175,33 +174,3 @@ def test_tokenizer_files_load(clip_dir):
       "<|startoftext|>", "a</w>", "p", "h", "o", "t", "o</w>", "o", "f</w>", "a</w>", "cat</w>",
       ".</w>", "<|endoftext|>"]
 
-
-def test_text_classifier_matches_manual(clip_dir, hf_clip):
-  classifier = zeroshot.text_classifier(clip_dir, CLASSES)
-  tokenizer = CLIPTokenizer.from_pretrained(clip_dir)
-  tokens = tokenizer([f"a photo of a {c}." for c in CLASSES], padding=True, return_tensors="np")
-  want = hf_clip.get_text_features(tokens["input_ids"], tokens["attention_mask"])
-  want = want / jnp.linalg.norm(want, axis=-1, keepdims=True)
-  assert classifier.shape == (PROJ, len(CLASSES)) and classifier.dtype == np.float32
-  np.testing.assert_allclose(classifier, want.T, atol=1e-5)
-  # A loaded model works too; two templates average their normalised embeddings.
-  one = zeroshot.text_classifier(hf_clip, CLASSES, "a {}.", tokenizer=tokenizer)
-  both = zeroshot.text_classifier(hf_clip, CLASSES, ["a photo of a {}.", "a {}."],
-                                  tokenizer=tokenizer)
-  with pytest.raises(ValueError, match="tokenizer="):
-    zeroshot.text_classifier(hf_clip, CLASSES)
-  mean = (classifier + one) / 2
-  np.testing.assert_allclose(both, mean / np.linalg.norm(mean, axis=0), atol=1e-5)
-
-
-def test_zeroshot_logits_pick_matching_class():
-  classifier = np.linalg.qr(np.random.default_rng(0).normal(size=(PROJ, 4)))[0]  # [D, C]
-  order = np.array([2, 0, 3, 1, 2])
-  # Image b's embedding is (a positive multiple of) class order[b]'s text embedding.
-  embeddings = classifier.T[order] * np.arange(1, 6)[:, None]
-  logits = zeroshot.zeroshot_logits(jnp.asarray(embeddings), jnp.asarray(classifier))
-  assert logits.shape == (5, 4)
-  np.testing.assert_array_equal(np.argmax(logits, axis=1), order)
-  np.testing.assert_allclose(logits[np.arange(5), order], 100.0, rtol=1e-5)
-  with pytest.raises(ValueError, match=r"\[B, D\]"):
-    zeroshot.zeroshot_logits(jnp.ones((2, PROJ + 1)), jnp.asarray(classifier))

@@ -3,9 +3,10 @@
 import os
 
 import numpy as np
+import pytest
 
-from rrjax.outputs import gallery
 from rrjax import run
+from rrjax.outputs import gallery
 from tests import helpers
 
 
@@ -36,3 +37,11 @@ def test_gallery_of_tiny_run(tmp_path):
   with open(path, "rb") as f:
     png = f.read()
   assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+
+
+def test_gallery_of_no_run_is_one_line_and_exit_2(tmp_path, capsys):
+  with pytest.raises(SystemExit) as info:
+    gallery.main([f"--workdir={tmp_path}"])
+  assert info.value.code == 2
+  err = capsys.readouterr().err.strip().splitlines()
+  assert err[-1].startswith(f"python -m rrjax.outputs.gallery: error: cannot read {tmp_path}/")

@@ -1,14 +1,15 @@
-"""One process of a student training run over 1 or N CPU processes (run by tests/parallel/test_multiprocess.py).
+"""One process of a student training run over 1 or N CPU processes (run by
+tests/parallel/test_multiprocess.py).
 
     python -m tests.parallel.scale_step --folder=F --out=D                      # one process
     python -m tests.parallel.scale_step --folder=F --out=D --num_processes=2 --process_id=I --port=P
 
 Trains the tiny student for `STEPS` steps on `rrjax.data.batches` of the image folder F (each
-process reads its own slice of the seeded global batch), with `rrjax.training.student`'s jitted step on a
-mesh over every device of every process; then checkpoints the state with `rrjax.training.checkpoint`
-(collectively) and restores it. Writes `D/process<I>_of<N>.npz`: the local and the gathered
-global batches, the losses, the final parameters and BatchNorm statistics and their restored
-copies (leaves in tree order).
+process reads its own slice of the seeded global batch), with `rrjax.training.student`'s jitted step
+on a mesh over every device of every process; then checkpoints the state with
+`rrjax.training.checkpoint` (collectively) and restores it. Writes `D/process<I>_of<N>.npz`: the
+local and the gathered global batches, the losses, the final parameters and BatchNorm statistics and
+their restored copies (leaves in tree order).
 """
 
 import argparse

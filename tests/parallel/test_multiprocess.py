@@ -33,7 +33,8 @@ import pytest
 
 from rrjax import errors
 from rrjax.config import workdir as workdir_lib
-from rrjax.outputs import files, metrics, report, rows
+from rrjax.io import files, metrics
+from rrjax.outputs import report, rows
 from rrjax.parallel import multiprocess
 from tests import helpers
 
@@ -230,7 +231,8 @@ def test_one_process_joins_nothing():
 
 @pytest.mark.scale
 def test_two_processes_train_like_one(folder, tmp_path):
-  """`rrjax.training.student`'s step on 2 processes x 1 device vs 1 process x 1 device, same global batches."""
+  """`rrjax.training.student`'s step on 2 processes x 1 device vs 1 process x 1 device, same
+  global batches."""
   base = [sys.executable, "-m", "tests.parallel.scale_step", f"--folder={folder}",
           f"--out={tmp_path}"]
   port = _free_port()

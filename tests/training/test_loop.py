@@ -12,7 +12,7 @@ import optax
 import pytest
 
 from rrjax import data, models, run
-from rrjax.outputs import metrics
+from rrjax.io import metrics
 from rrjax.parallel import sharding
 from rrjax.training import loop, state as train_state, student as student_lib
 from rrjax.training.checkpoint import Checkpointer
@@ -126,3 +126,19 @@ def test_fit_off_the_main_thread_leaves_signals_alone(tmp_path):
   worker.join()
   (state,) = outcome  # `signal.signal` off the main thread would have raised instead.
   assert int(state.step) == 6
+
+
+def test_train_closes_the_checkpointer_when_training_stops(tmp_path, monkeypatch):
+  closed = []
+  monkeypatch.setattr(Checkpointer, "close", lambda self: closed.append(1))
+  state = train_state.TrainState.create({"params": {"w": jnp.ones(2)}}, optax.sgd(0.1))
+
+  def advance(st, batch):
+    raise RuntimeError("a step that fails")
+
+  with pytest.raises(RuntimeError, match="a step that fails"):
+    loop.train(state, advance, lambda start: iter([{"image": np.zeros((1, 1))}]),
+               workdir=str(tmp_path), name="toy", total_steps=2, batch_size=1,
+               mesh=sharding.make_mesh(1), lr_at=lambda s: 0.1, log_every=1,
+               checkpoint_every=0, fields=("image",))
+  assert closed == [1]

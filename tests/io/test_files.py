@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from rrjax.outputs import files
+from rrjax.io import files
 
 
 def test_atomic_write_replaces_and_leaves_no_temp_files(tmp_path):

@@ -1,7 +1,7 @@
 """The metrics log: one JSON line per logged training step, resumable.
 
-    with MetricsLog(f"{workdir}/metrics.jsonl", resume_step=start, run="student") as log:
-      log.write(step=step, loss=loss, lr=lr, images_per_s=speed)
+    with MetricsLog(f"{workdir}/metrics.jsonl", resume_step=start) as log:
+      log.write(step=step, run="student[mask(0.9)]", loss=loss, lr=lr, images_per_s=speed)
     rows = read_metrics(f"{workdir}/metrics.jsonl")
 """
 
@@ -11,7 +11,8 @@ import os
 
 from etils import epath
 
-from rrjax.outputs import files
+from rrjax import errors
+from rrjax.io import files
 from rrjax.parallel import multiprocess
 
 
@@ -20,24 +21,19 @@ class MetricsLog:
 
   Opening it truncates the log to the lines with `step <= resume_step` (none for a fresh run,
   `resume_step=0`): a run resumed from a checkpoint at step k has done steps 1..k, keeps their
-  lines and rewrites steps > k instead of duplicating them. With `run` set, only that run's
-  lines (field `run`) are truncated and every line gets `run`, so several runs can share one
-  file. A local file is appended to, and a line cut short by a crash is dropped when read; a
-  bucket object cannot be appended to, so it is rewritten whole at each line. On processes
-  other than the leader it reads and writes nothing.
+  lines and rewrites steps > k instead of duplicating them. One file is one training's log
+  (`merge_runs` gathers a run's). A local file is appended to, and a line cut short by a crash
+  is dropped when read; a bucket object cannot be appended to, so it is rewritten whole at each
+  line. On processes other than the leader it reads and writes nothing.
   """
 
-  def __init__(self, path: str | os.PathLike, resume_step: int = 0, run: str | None = None):
+  def __init__(self, path: str | os.PathLike, resume_step: int = 0):
     self.path = os.fspath(path)
-    self.run = run
     self._file = self._lines = None
     if not multiprocess.is_leader():
       return
-    kept = []
-    for line, row in _metrics_lines(self.path):
-      mine = run is None or row.get("run") == run
-      if not mine or row.get("step", math.inf) <= resume_step:
-        kept.append(line + "\n")
+    kept = [line + "\n" for line, row in _metrics_lines(self.path)
+            if row.get("step", math.inf) <= resume_step]
     files.atomic_write(self.path, "".join(kept))
     if files.is_local(self.path):
       self._file = open(self.path, "a", encoding="utf-8")
@@ -45,10 +41,8 @@ class MetricsLog:
       self._lines = kept
 
   def write(self, step: int, **fields) -> None:
-    """Appends `{"step": step, **fields}` (plus `run`) and flushes it to the OS."""
+    """Appends `{"step": step, **fields}` and flushes it to the OS."""
     row = {"step": step, **fields}
-    if self.run is not None:
-      row.setdefault("run", self.run)
     line = json.dumps(files.to_python(row), allow_nan=False) + "\n"
     if self._file is not None:
       self._file.write(line)
@@ -72,7 +66,7 @@ def _metrics_lines(path: str) -> list[tuple[str, dict]]:
   """(line, parsed row) for each line of a metrics file; [] when there is none.
 
   A last line without its newline that does not parse is a write cut short by a crash and is
-  skipped; a bad line anywhere else is corruption and raises ValueError.
+  skipped; a bad line anywhere else is corruption and raises UserError.
   """
   if not epath.Path(path).exists():
     return []
@@ -86,7 +80,8 @@ def _metrics_lines(path: str) -> list[tuple[str, dict]]:
     except json.JSONDecodeError as e:
       if i == len(lines) - 1:  # no newline after it
         continue
-      raise ValueError(f"{path}:{i + 1}: not a JSON line: {line[:80]!r}") from e
+      raise errors.UserError(f"{path}:{i + 1}: not a JSON line: {line[:80]!r}; the workdir's "
+                             "metrics are damaged: use a fresh --workdir") from e
   return out
 
 
