@@ -76,7 +76,7 @@ def main(argv):
   except loop.Preempted as e:
     _exit(PREEMPTED_STATUS, f"rrjax: {e}")
   except errors.UserError as e:
-    if f.traceback or os.environ.get("RRJAX_TRACEBACK", "") not in ("", "0"):
+    if f.traceback or _show_tracebacks():
       raise
     _exit(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}")
 
@@ -92,28 +92,38 @@ def parse_flags(argv: list[str]) -> list[str]:
     remaining = flags.FLAGS(argv)
     "seed" in flags.FLAGS.config  # pylint: disable=pointless-statement  # Raises if unloaded.
     return remaining
-  except flags.Error as e:
+  except (flags.Error, KeyError, AttributeError, OSError) as e:
+    if _show_tracebacks():  # --traceback is not parsed yet: only the environment variable.
+      raise
+    _exit(USER_ERROR_STATUS, f"rrjax: error: {_config_error(e, argv)}")
+
+
+def _config_error(e: Exception, argv: list[str]) -> str:
+  """The one line for an error raised while the config flags were parsed."""
+  if isinstance(e, flags.Error):
     # ml_collections re-raises the config file's exception with its traceback in the message:
     # the first one raised is the user error itself.
-    chain, cause = [], e
-    while cause is not None:
-      chain.append(cause)
-      cause = cause.__context__
+    chain = []
+    while e is not None:
+      chain.append(e)
+      e = e.__context__
     user = [c for c in chain if isinstance(c, errors.UserError)]
-    _exit(USER_ERROR_STATUS, f"rrjax: error: {user[-1] if user else e}")
-  except (KeyError, AttributeError) as e:
+    return str(user[-1] if user else chain[0])
+  if isinstance(e, (KeyError, AttributeError)):
     # ml_collections, applying an override whose path the config lacks.
     name, *hint = str(e).strip("'\"").replace("\\'", "'").split("\\n")
     name = name.strip("'\"")
     paths = [a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.")]
     path = next((p for p in paths if name in p.split(".")), "<field>")
-    _exit(USER_ERROR_STATUS,
-          f"rrjax: error: --config.{path}: the config has no field {name!r}"
-          + (f" ({hint[0][0].lower() + hint[0][1:]})" if hint else "")
-          + "; an experiment's own fields are overridden by their path under "
-            "--config.experiments.<name>., every other field by --config.<field>")
-  except OSError as e:
-    _exit(USER_ERROR_STATUS, f"rrjax: error: --config: {' '.join(str(e).split())}")
+    return (f"--config.{path}: the config has no field {name!r}"
+            + (f" ({hint[0][0].lower() + hint[0][1:]})" if hint else "")
+            + "; an experiment's own fields are overridden by their path under "
+              "--config.experiments.<name>., every other field by --config.<field>")
+  return f"--config: {' '.join(str(e).split())}"  # The config file could not be loaded.
+
+
+def _show_tracebacks() -> bool:
+  return os.environ.get("RRJAX_TRACEBACK", "") not in ("", "0")
 
 
 def _hint_cpu_malloc():

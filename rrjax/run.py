@@ -369,9 +369,8 @@ def _probe_hparams(rc, train_feats, train_labels, val_feats: Callable[[], np.nda
                    val_labels, num_classes) -> dict:
   """Probe hyperparameters: the config's, or the best of a grid around them on the validation
   split (`val_feats()` is computed only then)."""
-  default = {"lr": rc.probe.lr, "epochs": rc.probe.epochs, "weight_decay": rc.probe.weight_decay}
   if not rc.probe.select:
-    return default
+    return probe.configured(rc.probe)
   grid = {"lr": [rc.probe.lr, 3 * rc.probe.lr, 10 * rc.probe.lr],
           "epochs": [rc.probe.epochs, 3 * rc.probe.epochs],
           "weight_decay": [rc.probe.weight_decay]}

@@ -137,8 +137,9 @@ def base() -> ml_collections.ConfigDict:
   # "transfer" (probes on the `transfer` datasets). An experiment may set its own.
   c.stages = ("train", "probe", "baseline", "transfer")
   c.only = ""
-  # Sub-runs by name, in the order they run (`experiments.<name> = experiment(...)`; see
-  # `rrjax.config.experiments`). Empty: one run of the fields above.
+  # Sub-runs by name, in the order they run (`experiments.<name> = experiment(...)`, one by one:
+  # a dict assigned whole becomes a ConfigDict with sorted keys; see `rrjax.config.experiments`).
+  # Empty: one run of the fields above.
   c.experiments = ml_collections.ConfigDict(sort_keys=False)
   return c
 

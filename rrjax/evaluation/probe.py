@@ -195,6 +195,11 @@ def fit(features: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, num_cla
   return Probe(params=params, mean=mean, std=std)
 
 
+def configured(pc) -> dict[str, Any]:
+  """The hyperparameters `{"lr", "epochs", "weight_decay"}` of a config's `probe` section."""
+  return {"lr": pc.lr, "epochs": pc.epochs, "weight_decay": pc.weight_decay}
+
+
 _GRID_KEYS = ("lr", "weight_decay", "epochs")
 
 

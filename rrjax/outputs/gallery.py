@@ -56,7 +56,7 @@ def _probe_hparams(results: dict, rc, train_corruption: str, fraction: float) ->
   As in the run, at least `probe.min_steps` optimiser steps, which matters more here since the
   probe sees fewer images than the run's.
   """
-  hparams = {"lr": rc.probe.lr, "epochs": rc.probe.epochs, "weight_decay": rc.probe.weight_decay}
+  hparams = probe.configured(rc.probe)
   for row in results.get("rows", []):
     if (row.get("method") == "ours" and row.get("train_corruption") == train_corruption
         and row.get("label_fraction") == fraction and row.get("probe")):

@@ -146,3 +146,9 @@ def test_fit_min_steps_raises_the_epochs_to_reach_it():
   np.testing.assert_array_equal(
       probe.fit(x, y, NUM_CLASSES, epochs=4, batch_size=16, min_steps=5, seed=0).params["kernel"],
       four.params["kernel"])
+
+
+def test_configured_hyperparameters_of_a_probe_section():
+  from rrjax.config import schema  # pylint: disable=g-import-not-at-top
+  pc = schema.base().probe
+  assert probe.configured(pc) == {"lr": 1e-3, "epochs": 10, "weight_decay": 0.0}
