@@ -307,13 +307,13 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path
       tmp_path / "long.py", folder, "c.stages = ('train',)", f"c.train.steps = {steps}",
       "c.train.log_every = 1", "c.train.checkpoint_every = 0")
   workdir = tmp_path / "run"
-  metrics = workdir / EXPERIMENT / "metrics.jsonl"
+  log = workdir / EXPERIMENT / "metrics.jsonl"
   port = _free_port()
   commands = [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
               for i in range(2)]
   started = _start_all(commands, _env())
   deadline = time.monotonic() + TIMEOUT
-  while not (metrics.exists() and metrics.read_text().strip()):
+  while not (log.exists() and log.read_text().strip()):
     assert all(p.poll() is None for _, p, _ in started), "a process ended before training"
     assert time.monotonic() < deadline, "no metrics line in time"
     time.sleep(0.05)
@@ -335,7 +335,7 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path
        for i in range(2)], _env())):
     assert run.returncode == 0, (i, run.stderr[-3000:])
     assert f"resuming from checkpoint step {step}" in run.stderr
-  assert [m["step"] for m in metrics.read_metrics(metrics)] == list(range(1, steps + 1))
+  assert [m["step"] for m in metrics.read_metrics(log)] == list(range(1, steps + 1))
 
 
 @pytest.mark.scale
