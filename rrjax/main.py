@@ -93,13 +93,16 @@ def parse_flags(argv: list[str]) -> list[str]:
     "seed" in flags.FLAGS.config  # pylint: disable=pointless-statement  # Raises if unloaded.
     return remaining
   except (flags.Error, KeyError, AttributeError, OSError) as e:
-    if _show_tracebacks():  # --traceback is not parsed yet: only the environment variable.
+    message = _config_error(e, argv)
+    # --traceback is not parsed yet: looked for by name.
+    if message is None or "--traceback" in argv or _show_tracebacks():
       raise
-    _exit(USER_ERROR_STATUS, f"rrjax: error: {_config_error(e, argv)}")
+    _exit(USER_ERROR_STATUS, f"rrjax: error: {message}")
 
 
-def _config_error(e: Exception, argv: list[str]) -> str:
-  """The one line for an error raised while the config flags were parsed."""
+def _config_error(e: Exception, argv: list[str]) -> str | None:
+  """The one line for an error raised while the config flags were parsed; None for one that
+  is no user error (a KeyError in a config file's own code keeps its traceback)."""
   if isinstance(e, flags.Error):
     # ml_collections re-raises the config file's exception with its traceback in the message:
     # the first one raised is the user error itself.
@@ -114,12 +117,16 @@ def _config_error(e: Exception, argv: list[str]) -> str:
     name, *hint = str(e).strip("'\"").replace("\\'", "'").split("\\n")
     name = name.strip("'\"")
     paths = [a.split("=")[0][len("--config."):] for a in argv if a.startswith("--config.")]
-    path = next((p for p in paths if name in p.split(".")), "<field>")
+    path = next((p for p in paths if name in p.split(".")), None)
+    if path is None:
+      return None
     return (f"--config.{path}: the config has no field {name!r}"
             + (f" ({hint[0][0].lower() + hint[0][1:]})" if hint else "")
             + "; an experiment's own fields are overridden by their path under "
               "--config.experiments.<name>., every other field by --config.<field>")
-  return f"--config: {' '.join(str(e).split())}"  # The config file could not be loaded.
+  if isinstance(e, OSError):  # The config file could not be loaded.
+    return f"--config: {' '.join(str(e).split())}"
+  return None
 
 
 def _show_tracebacks() -> bool:

@@ -113,7 +113,8 @@ def main_command(config_path: str, workdir: str, *flags: str) -> list[str]:
 def main_env(**extra: str) -> dict[str, str]:
   """The environment for `main_command`: this repo importable (tests too), CPU only."""
   pythonpath = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH", "")) if p)
-  return dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu", **extra)
+  environ = {k: v for k, v in os.environ.items() if k != "RRJAX_TRACEBACK"}  # One-line errors.
+  return dict(environ, PYTHONPATH=pythonpath, JAX_PLATFORMS="cpu", **extra)
 
 
 def run_main(config_path: str, workdir: str, *flags: str,

@@ -252,6 +252,18 @@ def test_override_of_an_experiments_own_field_takes_effect(folder, tmp_path, mon
                                                      "restored", "ours"}
 
 
+def test_a_config_files_own_bug_keeps_its_traceback(tmp_path):
+  """A KeyError in a config file's code is no override of a missing field."""
+  config = tmp_path / "buggy.py"
+  config.write_text("def get_config(arg=None):\n  return {}['missing']\n")
+  for extra in ([], ["--config.train.lr=1"]):
+    run = subprocess.run([sys.executable, "-m", "rrjax.main", f"--config={config}",
+                          f"--workdir={tmp_path / 'w'}", *extra], env=helpers.main_env(),
+                         cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
+    assert run.returncode not in (0, 2), run.stderr[-3000:]
+    assert "Traceback" in run.stderr and "missing" in run.stderr
+
+
 def test_config_flag_errors_exit_2_with_one_line(folder, tmp_path):
   """A bad `--config` file or argument, an override of a field the config lacks, or a value of
   the wrong type: refused while the flags are parsed, as any user error."""
@@ -278,3 +290,8 @@ def test_config_flag_errors_exit_2_with_one_line(folder, tmp_path):
     last = stderr.strip().splitlines()[-1]
     assert last.startswith(f"rrjax: error: {cases[case][1]}"), (case, last)
     assert not (tmp_path / case).exists(), case
+  # --traceback shows it, even before the flags are parsed.
+  shown = subprocess.run([sys.executable, "-m", "rrjax.main", *cases["typo"][0], "--traceback",
+                          f"--workdir={tmp_path / 'typo'}"], env=helpers.main_env(),
+                         cwd=helpers.REPO, capture_output=True, text=True, timeout=300)
+  assert shown.returncode != 2 and "Traceback" in shown.stderr and "trian" in shown.stderr

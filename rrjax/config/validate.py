@@ -101,6 +101,9 @@ def _validate_one(c) -> None:
   for f in fractions:
     if not isinstance(f, numbers.Real) or not 0 < f <= 1:
       raise errors.UserError(f"config.probe.label_fractions: {f!r} not in (0, 1]")
+  if len(set(map(float, fractions))) < len(fractions):
+    raise errors.UserError(f"config.probe.label_fractions: {tuple(fractions)} names a fraction "
+                           "twice")
   _positive(c, "probe.lr")
   _int(c, "probe.epochs", 1)
   _int(c, "probe.batch_size", 1)
@@ -171,10 +174,9 @@ def _spec(c, path, spec):
 
 def _zeroshot_teacher(c):
   """`eval.zeroshot` needs the text tower of the teacher's own CLIP checkpoint."""
-  from rrjax.evaluation import zeroshot  # Imports transformers: only when asked for.
-  if c.teacher.name not in zeroshot.TEACHERS:
+  if c.teacher.name not in models.WITH_TEXT_TOWER:
     raise errors.UserError(f"config.eval.zeroshot needs a CLIP teacher with a text tower "
-                           f"({', '.join(sorted(zeroshot.TEACHERS))}); teacher.name is "
+                           f"({', '.join(models.WITH_TEXT_TOWER)}); teacher.name is "
                            f"{c.teacher.name!r}")
   if c.teacher.weights == "random":
     raise errors.UserError("config.eval.zeroshot needs the teacher's CLIP checkpoint (its text "

@@ -112,13 +112,19 @@ def _has_outputs(workdir: epath.Path) -> bool:
   return False
 
 
+def _may_change(path: str) -> bool:
+  return any(fnmatch.fnmatchcase(path, pattern) for pattern in RERUN_MAY_CHANGE)
+
+
 def _first_difference(stored, current, path: str) -> tuple[str, str, str] | None:
   """`(field, stored value, current value)` of the first field (sorted) that differs."""
-  if any(fnmatch.fnmatchcase(path, pattern) for pattern in RERUN_MAY_CHANGE):
+  if _may_change(path):
     return None
   if isinstance(stored, dict) and isinstance(current, dict):
     for key in sorted(set(stored) | set(current)):
       sub = f"{path}.{key}" if path else key
+      if _may_change(sub):
+        continue  # Set, changed or removed.
       if key not in stored or key not in current:
         return (sub, json.dumps(stored[key]) if key in stored else "absent",
                 json.dumps(current[key]) if key in current else "absent")

@@ -20,6 +20,7 @@ import re
 from rrjax import errors
 from rrjax.corruptions.operators import Blur, Compose, Identity, Mask, Noise, Operator
 
+
 class SpecError(errors.UserError):
   """A corruption spec that does not parse, or whose numbers an operator refuses."""
 

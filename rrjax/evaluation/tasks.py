@@ -55,10 +55,9 @@ def load_sources(config) -> dict[str, data.Source]:
     rrjax.errors.UserError: naming `config.eval.data.name` when its label space is not
       `data.name`'s.
   """
-  load = load_split
   dc = config.data
-  sources = {"train": load(dc, dc.train_split), "val": load(dc, dc.val_split),
-             "test": load(dc, dc.test_split)}
+  sources = {"train": load_split(dc, dc.train_split), "val": load_split(dc, dc.val_split),
+             "test": load_split(dc, dc.test_split)}
   shift = config.eval.get("data")
   if shift and shift.name:
     # The label-shift set is measured at the training data's resolution, like the test split.
@@ -73,7 +72,7 @@ def load_sources(config) -> dict[str, data.Source]:
                              f"{names(sources['shift'])}, data.name {names(sources['train'])}")
   for name, tc in sorted((config.get("transfer") or {}).items()):
     for split in ("train", "val", "test"):
-      sources[f"transfer/{name}/{split}"] = load(tc, tc[f"{split}_split"])
+      sources[f"transfer/{name}/{split}"] = load_split(tc, tc[f"{split}_split"])
   return sources
 
 

@@ -61,6 +61,8 @@ def register(name: str, *, native_resolution: int, embed_dim: int, has_pretraine
 # Families whose import is heavy (transformers) are imported when one of their names is used.
 _LAZY = {"clip_vit_b32": "clip_vit", "clip_vit_b16": "clip_vit", "clip_vit_l14": "clip_vit",
          "clip_rn50": "clip_resnet", "clip_rn101": "clip_resnet"}
+# Encoders whose checkpoints hold a CLIP text tower (`rrjax.evaluation.zeroshot`'s teachers).
+WITH_TEXT_TOWER = tuple(sorted(_LAZY))
 
 
 def names() -> list[str]:

@@ -34,6 +34,8 @@ _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | 
      f"operator 'foo'; known: mask, noise, blur, identity; {_FORMS}"),
     ({"probe.label_fractions": (0.0, 1.0)}, "config.probe.label_fractions: 0.0 not in (0, 1]"),
     ({"probe.label_fractions": (1.5,)}, "config.probe.label_fractions: 1.5 not in (0, 1]"),
+    ({"probe.label_fractions": (0.1, 1, 0.1)},
+     "config.probe.label_fractions: (0.1, 1, 0.1) names a fraction twice"),
     ({"train.lr": -1.0}, "config.train.lr: must be a number > 0, got -1.0"),
     ({"seed": -1}, "config.seed: must be an integer >= 0, got -1"),
     ({"eval.draws": 0}, "config.eval.draws: must be an integer >= 1, got 0"),

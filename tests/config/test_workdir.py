@@ -92,6 +92,8 @@ def test_rerun_may_choose_an_experiments_own_stages(folder, tmp_path):
   helpers.write_results(str(tmp_path), config)
   config.experiments.mask.stages = ("train",)
   workdir_lib.claim_workdir(config, str(tmp_path))  # Accepted: it computes nothing else.
+  del config.experiments.mask["stages"]
+  workdir_lib.claim_workdir(config, str(tmp_path))  # Removed: the config's own stages.
   config.experiments.mask.train.corruption = "mask(0.9)"
   with pytest.raises(errors.UserError, match="experiments.mask.train.corruption was"):
     workdir_lib.claim_workdir(config, str(tmp_path))

@@ -122,3 +122,8 @@ def test_teacher_and_tokenizer_errors(tiny_ckpt, tokenizer_dir, tmp_path, monkey
     zeroshot.classifier_for_teacher("clip_rn50", "", CLASSES, tokenizer=tokenizer_dir)
   assert zeroshot.TEACHERS == ("clip_vit_b16", "clip_vit_b32", "clip_vit_l14", "clip_rn101",
                                "clip_rn50")
+
+
+def test_the_teachers_are_the_encoders_with_a_text_tower():
+  from rrjax import models  # pylint: disable=g-import-not-at-top
+  assert sorted(zeroshot.TEACHERS) == list(models.WITH_TEXT_TOWER)

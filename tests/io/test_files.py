@@ -1,4 +1,4 @@
-"""rrjax.outputs.files: atomic writes and strict, deterministic JSON."""
+"""rrjax.io.files: atomic writes and strict, deterministic JSON."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""rrjax.outputs.metrics: the metrics.jsonl log, resumable, shared by runs; merged per run."""
+"""rrjax.io.metrics: the metrics.jsonl log, resumable; a run's logs merged per experiment."""
 
 import json
 
