@@ -10,7 +10,8 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 CPU_MALLOC ?= GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 RUN := $(CPU_MALLOC) $(PY)
 
-.PHONY: setup test test-slow test-reference test-scale demo demo-suite smoke bench-depthwise clean
+.PHONY: setup test test-slow test-reference test-scale test-hostile demo demo-suite smoke \
+  bench-depthwise clean
 
 setup: $(VENV)/.installed
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -69,6 +70,11 @@ test-slow: setup
 # Two local CPU processes (gloo) against one, and kill -9 / rerun against an uninterrupted run.
 test-scale: setup
 	$(RUN) -m pytest -q -m scale
+
+# Hostile weights files, each read by a subprocess under an address-space limit and a timeout,
+# and the reader fuzzed with thousands of mutated files (tests/models/test_hostile_weights.py).
+test-hostile: setup
+	$(PY) -m pytest -q -m hostile
 
 bench-depthwise: setup
 	$(PY) benchmarks/depthwise.py

@@ -1,6 +1,8 @@
 """`train_and_evaluate(config, workdir)`: the whole run, top to bottom, in one process.
 
-  1. the config is checked and the workdir claimed (`rrjax.config`);
+  1. the config is checked; the teacher's weights, the data sources and the zero-shot head are
+     read (a bad file stops the run before the workdir is touched); the workdir is claimed
+     (`rrjax.config`);
   2. data: every split the run reads, as arrays; the frozen teacher's features of them, clean;
   3. per experiment (`config.experiments`):
      a. the teacher rows: the clean ceiling, the naive and the restored routes, zero-shot;
@@ -67,23 +69,28 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `rrjax.config.validate` checks against the experiments before anything runs.
   """
   validate.validate(config, overrides)
-  workdir_lib.claim_workdir(config, workdir)
   timer = Timer()
+  # What the user's files give (the teacher's weights, the datasets, the zero-shot head from the
+  # teacher's checkpoint and tokenizer) is read before the workdir is touched: a bad file
+  # leaves no trace of the run.
+  teacher_model = models.load_from_config(config.teacher, head="embed")
+  with timer.stage("data"):
+    sources = tasks_lib.load_sources(config)
+    _check_student_batches(config, sources["train"])
+  classifier = _zeroshot_classifier(config, sources["train"].class_names)
+  workdir_lib.claim_workdir(config, workdir)
   mesh = sharding.make_mesh(config.mesh.data)
   logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)
 
   with timer.stage("data"):
-    sources = tasks_lib.load_sources(config)
-    _check_student_batches(config, sources["train"])
     arrays = {k: data.load_arrays(s) for k, s in sources.items()}
   with timer.stage("teacher_features"):
-    teacher = Encoder(*models.load_from_config(config.teacher, head="embed"),
-                      batch_size=config.eval.batch_size, mesh=mesh)
+    teacher = Encoder(*teacher_model, batch_size=config.eval.batch_size, mesh=mesh)
     splits = {k: tasks_lib.Split(images, labels, teacher.features(images))
               for k, (images, labels) in arrays.items()}
   run = Run(mesh=mesh, teacher=teacher, train_source=sources["train"],
             tasks=tasks_lib.build(config, sources, splits),
-            classifier=_zeroshot_classifier(config, sources["train"].class_names))
+            classifier=classifier)
 
   results, shared = [], {}
   for name, rc in experiments.expand(config):

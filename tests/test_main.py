@@ -134,14 +134,17 @@ def _main_case(case, folder, tmp_path):
     return [f"c.data.name = 'imagefolder:{tmp_path}/nowhere'"], workdir, (
         f"imagefolder:{tmp_path}/nowhere: no such directory"), {}
   if case == "missing_weights":
+    # Weights are read before the workdir is claimed: a bad file leaves nothing behind.
     return [f"c.teacher.weights = '{tmp_path}/nowhere.npz'"], workdir, (
-        f"{tmp_path}/nowhere.npz: cannot read the weights file (No such file or directory)"), {}
+        f"{tmp_path}/nowhere.npz: cannot read the weights file (No such file or directory)"), {
+            workdir / "config.json": None}
   if case == "malicious_weights":
     marker, weights = tmp_path / "pwned", tmp_path / "evil.pth"
     weights.write_bytes(pickle.dumps(_Evil(f"touch {marker}")))
     return ["c.teacher.name = 'efficientnet_lite0'", f"c.teacher.weights = '{weights}'"], (
-        workdir), (f"refusing to load weights: the file asks to call "
-                   f"'{os.system.__module__}.system'; only tensors are allowed"), {marker: None}
+        workdir), (f"{weights}: refusing to load weights: the file asks to call "
+                   f"'{os.system.__module__}.system'; only tensors are allowed"), {
+                       marker: None, workdir / "config.json": None}
   if case == "unwritable_workdir":
     (tmp_path / "afile").write_text("a file")
     workdir = tmp_path / "afile" / "sub"

@@ -61,7 +61,7 @@ def text_classifier(clip_weights: str | os.PathLike | FlaxCLIPModel, class_names
     model, params = clip_weights, clip_weights.params
   else:
     model, params = clip_vit.load_pretrained(FlaxCLIPModel, os.fspath(clip_weights))
-    tokenizer = tokenizer or CLIPTokenizer.from_pretrained(os.fspath(clip_weights))
+    tokenizer = tokenizer or _load_tokenizer(os.fspath(clip_weights))
   max_length = model.config.text_config.max_position_embeddings
   features = jax.jit(lambda p, ids, mask: model.get_text_features(ids, mask, params=p))
 
@@ -97,12 +97,14 @@ def _prompt_ensemble(embed, class_names: Sequence[str], templates: list[str]) ->
 
 
 def _load_tokenizer(source: str) -> CLIPTokenizer:
+  clip_vit.check_local_source(source)
   try:
-    return CLIPTokenizer.from_pretrained(source)
+    return CLIPTokenizer.from_pretrained(source, trust_remote_code=False)
   except Exception as e:  # Missing files, no network: the same advice.
-    raise errors.UserError(f"could not load the CLIP tokenizer {source!r} ({type(e).__name__}: "
-                           f"{e}); pass tokenizer=<local HF directory with vocab.json and "
-                           f"merges.txt, e.g. a copy of {DEFAULT_TOKENIZER}>") from e
+    reason = errors.one_line(f"{type(e).__name__}: {e}", 200)
+    raise errors.UserError(f"could not load the CLIP tokenizer {source!r} ({reason}); pass "
+                           "tokenizer=<local HF directory with vocab.json and merges.txt, e.g. "
+                           f"a copy of {DEFAULT_TOKENIZER}>") from e
 
 
 def checkpoint_text_classifier(weights: str | os.PathLike, class_names: Sequence[str],

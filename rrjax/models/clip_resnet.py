@@ -223,8 +223,9 @@ def visual_tensors(state: dict[str, np.ndarray], source: str = "state dict") -> 
                        and not name.endswith(".num_batches_tracked") else None)
   out = weights_io.select_tensors(state, keep, source=source)
   if not out:
+    found = ", ".join(errors.quote(k, 60) for k in sorted(state)[:5])
     raise errors.UserError(f"{source}: no CLIP image-tower tensors (names starting with "
-                           f"'visual.'); found e.g. {sorted(state)[:5]}")
+                           f"'visual.'); found e.g. {found or 'no tensors'}")
   return out
 
 
@@ -249,16 +250,18 @@ def _infer(visual: dict[str, np.ndarray], source: str) -> dict:
     if key not in visual:
       raise errors.UserError(f"{source}: missing tensor {_VISUAL + key!r}; not a CLIP ResNet "
                              "tower (a ViT checkpoint?)")
+  shaped = functools.partial(weights_io.shaped, visual, source=source, prefix=_VISUAL)
   layers = tuple(len({key.split(".")[1] for key in visual if key.startswith(f"layer{stage}.")})
                  for stage in range(1, 5))
-  width = visual["layer1.0.conv1.weight"].shape[0]
-  tokens = visual["attnpool.positional_embedding"].shape[0]
+  width = shaped("layer1.0.conv1.weight", 4).shape[0]
+  tokens = shaped("attnpool.positional_embedding", 2).shape[0]
   grid = math.isqrt(max(tokens - 1, 0))
   if tokens < 2 or grid * grid != tokens - 1:
     raise errors.UserError(f"{source}: 'visual.attnpool.positional_embedding' has {tokens} rows, "
                            "not one plus a square grid")
   return {"layers": layers, "width": width,
-          "embed_dim": visual["attnpool.c_proj.weight"].shape[0], "heads": width // 2,
+          "embed_dim": shaped("attnpool.c_proj.weight", 2).shape[0],
+          "heads": max(width // 2, 1),
           "resolution": grid * REDUCTION}
 
 
@@ -339,7 +342,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     except ImportError as e:
       raise errors.UserError(f"reading {os.fspath(path)} needs the safetensors package: pip "
                              "install safetensors") from e
-    return load_file(path)
+    # A CLIP checkpoint's header is well under 16 MiB; a longer one is refused unparsed.
+    weights_io.check_safetensors_header(os.fspath(path), 16 << 20)
+    try:
+      return load_file(path)
+    except Exception as e:  # safetensors' own error type, OSError, ...: the file is bad.
+      raise errors.UserError(f"{os.fspath(path)}: not a readable safetensors file "
+                             f"({errors.one_line(f'{type(e).__name__}: {e}', 200)})") from None
   return torch_reader.read(path)
 
 

@@ -182,8 +182,9 @@ def text_tensors(state: dict[str, np.ndarray], source: str = "state dict") -> di
                        else None)
   out = weights_io.select_tensors(state, keep, source=source)
   if not out:
+    found = ", ".join(errors.quote(k, 60) for k in sorted(state)[:5])
     raise errors.UserError(f"{source}: no CLIP text-tower tensors (token_embedding.weight, "
-                           f"transformer.resblocks.*, ...); found e.g. {sorted(state)[:5]}")
+                           f"transformer.resblocks.*, ...); found e.g. {found or 'no tensors'}")
   return out
 
 
@@ -211,10 +212,7 @@ def _infer(text: dict[str, np.ndarray], heads: int | None, source: str) -> dict:
     if key not in text:
       raise errors.UserError(f"{source}: missing tensor {key!r}; not a CLIP checkpoint with "
                              "OpenAI's text tower")
-    if np.ndim(text[key]) != ndim:
-      raise errors.UserError(f"{source}: tensor {key!r} has shape {np.shape(text[key])}, expected "
-                             f"{ndim} dimensions")
-    shapes[key] = np.shape(text[key])
+    shapes[key] = np.shape(weights_io.shaped(text, key, ndim, source=source))
   vocab_size, width = shapes["token_embedding.weight"]
   if heads is None:
     if width % HEAD_WIDTH:

@@ -24,23 +24,27 @@ Images of another size are resized bilinearly to the tower's fixed `image_size`;
 comparing with embeddings computed through it.
 """
 
+import contextlib
 import functools
+import json
 import os
+import stat
 import types
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import msgpack
 import safetensors
 from flax import traverse_util
 from transformers import AutoConfig, CLIPConfig, CLIPVisionConfig
-from transformers.modeling_flax_pytorch_utils import load_pytorch_checkpoint_in_flax_state_dict
+from transformers.modeling_flax_pytorch_utils import convert_pytorch_state_dict_to_flax
 from transformers.models.clip.modeling_flax_clip import (FlaxCLIPVisionPreTrainedModel,
                                                          FlaxCLIPVisionTransformer)
 
 from rrjax import errors
-from rrjax.models import register
+from rrjax.models import register, torch_reader, weights_io
 from rrjax.models.preprocess import CLIP_MEAN, CLIP_STD, prepare
 
 HEADS = ("embed", "logits")
@@ -151,6 +155,94 @@ def arch_of(config: CLIPVisionConfig) -> tuple[tuple[str, Any], ...]:
   return tuple((field, getattr(config, field)) for field in _ARCH_FIELDS)
 
 
+# Files transformers may open in a local HF directory (weights, their shard indexes, configs,
+# tokenizer); `check_local_source` checks each one that is there.
+_HF_FILES = ("config.json", "flax_model.msgpack", "flax_model.msgpack.index.json",
+             "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+             "pytorch_model.bin.index.json", "preprocessor_config.json", "tokenizer_config.json",
+             "tokenizer.json", "special_tokens_map.json", "vocab.json", "merges.txt",
+             "added_tokens.json", "generation_config.json")
+_MAX_JSON_BYTES = 4 << 20
+_MAX_ENTRIES = 10_000  # files and folders of a weights directory
+
+
+def check_local_source(source: str) -> None:
+  """Refuses a local HF directory that would make transformers run code or read outside it.
+
+  Weights directories are data: a `config.json` (or `tokenizer_config.json`) with an `auto_map`
+  asks transformers to import Python files of the directory; a shard index (`*.index.json`)
+  and the tokenizer config's `*_file` entries name files to read next, which must be plain names
+  of files inside the directory; and every entry of the directory must be a regular file or a
+  folder inside it (no link out of it, no FIFO or device, which would block or flood a read).
+  A hub name (no such directory) is left to transformers, which then reads only its own cache.
+
+  Raises:
+    rrjax.errors.UserError: naming the directory, the file and the problem.
+  """
+  if not os.path.isdir(source):
+    return
+  root = os.path.realpath(source)
+
+  def inside(name: str) -> bool:
+    path = os.path.realpath(os.path.join(root, name))
+    return os.path.dirname(path) == root or path.startswith(root + os.sep)
+
+  def refuse(name: str, problem: str):
+    raise errors.UserError(f"{os.path.join(source, name)}: {problem}; rrjax reads weights "
+                           "directories as data only")
+
+  seen = 0
+  for folder, dirs, files in os.walk(root):
+    for entry in dirs + files:
+      seen += 1
+      if seen > _MAX_ENTRIES:
+        refuse("", f"holds more than {_MAX_ENTRIES} files and folders")
+      name = os.path.relpath(os.path.join(folder, entry), root)
+      if not inside(name):
+        refuse(name, "links to a file outside the directory")
+      mode = os.stat(os.path.join(root, name)).st_mode
+      if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        refuse(name, "is neither a regular file nor a folder")
+  for name in _HF_FILES:
+    if not name.endswith(".json") or not os.path.exists(os.path.join(root, name)):
+      continue
+    content = _read_json(os.path.join(root, name), refuse, name)
+    if name == "tokenizer_config.json":
+      for field, value in content.items():
+        if field.endswith("_file") and value is not None and (
+            not isinstance(value, str) or os.path.basename(value) != value
+            or value in ("", ".", "..") or not inside(value)):
+          refuse(name, f"names {errors.one_line(repr(value), 80)} as its {field[:40]!r}, "
+                 "not a file of the directory")
+    if name in ("config.json", "tokenizer_config.json") and "auto_map" in content:
+      refuse(name, "has an 'auto_map', which asks to run Python code from the directory")
+    if name.endswith(".index.json"):
+      weight_map = content.get("weight_map")
+      if not isinstance(weight_map, dict) or not all(
+          isinstance(v, str) for v in weight_map.values()):
+        refuse(name, "has no 'weight_map' of tensor names to shard files")
+      for shard in sorted(set(weight_map.values())):
+        if (shard in ("", ".", "..") or os.path.basename(shard) != shard
+            or os.path.isabs(shard) or not inside(shard)):
+          refuse(name, f"names the shard {errors.one_line(repr(shard), 80)}, which is not a "
+                 "file of the directory")
+
+
+def _read_json(path: str, refuse, name: str) -> dict:
+  """The JSON object of `path` (at most `_MAX_JSON_BYTES`); `refuse(name, problem)` otherwise."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read(_MAX_JSON_BYTES + 1)
+    if len(raw) > _MAX_JSON_BYTES:
+      refuse(name, f"is larger than {_MAX_JSON_BYTES} bytes")
+    content = json.loads(raw)
+  except (OSError, ValueError, RecursionError) as e:
+    refuse(name, f"is not readable JSON ({errors.one_line(f'{type(e).__name__}: {e}', 120)})")
+  if not isinstance(content, dict):
+    refuse(name, "is not a JSON object")
+  return content
+
+
 def pytorch_weights_file(source: str) -> str | None:
   """The PyTorch-format weights file of a local HF directory without Flax weights, else None.
 
@@ -169,8 +261,90 @@ def pytorch_weights_file(source: str) -> str | None:
 
 
 def _weights_error(source: str, reason: str) -> errors.UserError:
-  return errors.UserError(f"could not load CLIP weights {source!r}: {reason}; pass "
-                          "config.teacher.weights=<local HF directory>")
+  return errors.UserError(f"could not load CLIP weights {source!r}: {errors.one_line(reason)}; "
+                          "pass config.teacher.weights=<local HF directory>")
+
+
+class _TooMany(Exception):
+  """Raised inside msgpack's unpacker to stop counting."""
+
+
+def _check_counts(source: str, max_tensors: int) -> None:
+  """Refuses weights files of more than `max_tensors` tensors before any is built.
+
+  transformers makes a device array of every tensor a file holds, so a file of a few MB
+  holding a million empty ones would take gigabytes (or crash) before rrjax could count them:
+  safetensors headers are measured (about `_HEADER_BYTES_PER_TENSOR` per tensor), Flax msgpack
+  files are counted by a streaming pass that builds no arrays.
+  """
+  if not os.path.isdir(source):
+    return
+  names = [n for n in ("model.safetensors", "flax_model.msgpack")
+           if os.path.isfile(os.path.join(source, n))]
+  index = os.path.join(source, "flax_model.msgpack.index.json")
+  if os.path.isfile(index):
+    with open(index, "rb") as f:
+      names += sorted(set(json.loads(f.read(_MAX_JSON_BYTES))["weight_map"].values()))
+  for name in names:
+    path = os.path.join(source, name)
+    if name.endswith(".safetensors"):
+      weights_io.check_safetensors_header(path, max_tensors * _HEADER_BYTES_PER_TENSOR)
+      continue
+    count = 0
+
+    def leaf(code, data):
+      nonlocal count
+      count += 1
+      if count > max_tensors:
+        raise _TooMany
+      return None
+
+    try:
+      with open(path, "rb") as f:
+        msgpack.Unpacker(f, ext_hook=leaf, max_buffer_size=1 << 31).unpack()
+    except _TooMany:
+      raise errors.UserError(f"{path}: more than {max_tensors} arrays, more than a CLIP "
+                             "checkpoint holds") from None
+    except Exception as e:  # msgpack's own errors: the file is not msgpack
+      raise errors.UserError(f"{path}: not a Flax msgpack file "
+                             f"({errors.one_line(f'{type(e).__name__}: {e}', 120)})") from None
+
+
+_HEADER_BYTES_PER_TENSOR = 512  # a safetensors header entry is about 100 bytes
+
+
+def _pytorch_state_dict(path: str, max_tensors: int) -> dict:
+  """The tensors of a PyTorch-format weights file, as numpy arrays, running none of its code.
+
+  At most `max_tensors` (a checkpoint of a few times the model's): the conversion makes device
+  arrays per tensor, so a small file of a million empty tensors would take gigabytes.
+  """
+  if path.endswith(".safetensors"):
+    weights_io.check_safetensors_header(path, max_tensors * _HEADER_BYTES_PER_TENSOR)
+    with safetensors.safe_open(path, framework="numpy") as f:
+      keys = list(f.keys())
+      if len(keys) > max_tensors:
+        raise errors.UserError(f"{path}: {len(keys)} tensors, more than the {max_tensors} a "
+                               "CLIP checkpoint can hold")
+      return {key: f.get_tensor(key) for key in keys}
+  state = torch_reader.read(path)
+  if len(state) > max_tensors:
+    raise errors.UserError(f"{path}: {len(state)} tensors, more than the {max_tensors} a CLIP "
+                           "checkpoint can hold")
+  return state
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+  """transformers' warnings (deprecations, "some weights were not used: <every name>", which
+  a crafted file can make megabytes long) held back while loading; its errors still show."""
+  from transformers.utils import logging as hf_logging  # pylint: disable=import-outside-toplevel
+  level = hf_logging.get_verbosity()
+  hf_logging.set_verbosity_error()
+  try:
+    yield
+  finally:
+    hf_logging.set_verbosity(level)
 
 
 def load_pretrained(model_cls, source: str, config=None) -> tuple[Any, dict]:
@@ -180,10 +354,12 @@ def load_pretrained(model_cls, source: str, config=None) -> tuple[Any, dict]:
   random initialisation, weights it has beyond the model's (e.g. the text tower of a full CLIP
   checkpoint when loading the vision tower) are dropped, and nothing is initialised randomly.
 
-  PyTorch-format files (`pytorch_weights_file`) are converted by transformers' own converter,
-  called here rather than through `from_pretrained(from_pt=True)`, which needs the random
-  initialisation (it reads the target shapes from `model.params`). Safetensors files need no
-  torch, `.bin` files do.
+  PyTorch-format files (`pytorch_weights_file`) are read as data (safetensors, or rrjax's
+  `torch_reader` for `.bin`: no torch needed, no pickle run) and converted by transformers' own
+  converter, called here rather than through `from_pretrained(from_pt=True)`, which needs the
+  random initialisation (it reads the target shapes from `model.params`) and `torch.load`.
+  A local directory is checked first (`check_local_source`): no code of it runs, no file
+  outside it is read.
 
   Args:
     model_cls: a transformers Flax model class, e.g. `FlaxCLIPModel`.
@@ -194,19 +370,17 @@ def load_pretrained(model_cls, source: str, config=None) -> tuple[Any, dict]:
     `(model, params)`: the uninitialised HF wrapper and its parameters.
 
   Raises:
-    OSError: the weights could not be read, or lack some of the model's parameters.
+    rrjax.errors.UserError: the weights could not be read, or lack some of the model's
+      parameters; one line.
   """
+  check_local_source(source)
   try:
-    pt_file = pytorch_weights_file(source)
-    if pt_file is None:
-      model, params = model_cls.from_pretrained(source, config=config, _do_init=False)
-    else:
-      model = model_cls(config or model_cls.config_class.from_pretrained(source), _do_init=False)
-      shapes = types.SimpleNamespace(params=model.params_shape_tree,
-                                     base_model_prefix=model.base_model_prefix)
-      params = load_pytorch_checkpoint_in_flax_state_dict(shapes, pt_file, is_sharded=False)
-  except Exception as e:  # Any failure (missing files, network, torch) gets the same advice.
-    raise _weights_error(source, f"{type(e).__name__}: {e}") from e
+    with _quiet_transformers():
+      model, params = _load_params(model_cls, source, config)
+  except errors.UserError as e:
+    raise _weights_error(source, str(e)) from None
+  except Exception as e:  # Any failure (missing files, network, a bad file) gets the same advice.
+    raise _weights_error(source, f"{type(e).__name__}: {e}") from None
   flat = traverse_util.flatten_dict(params)
   missing = model.required_params - set(flat)
   if missing:
@@ -215,12 +389,32 @@ def load_pretrained(model_cls, source: str, config=None) -> tuple[Any, dict]:
       {k: jnp.asarray(flat[k], jnp.float32) for k in model.required_params})
 
 
+def _load_params(model_cls, source: str, config):
+  """`(model, params)` of `load_pretrained`, before its checks."""
+  model = model_cls(config or model_cls.config_class.from_pretrained(source), _do_init=False)
+  # A full CLIP checkpoint holds both towers: a few times the tensors of the model.
+  max_tensors = 4 * len(traverse_util.flatten_dict(model.params_shape_tree)) + 1000
+  _check_counts(source, max_tensors)
+  pt_file = pytorch_weights_file(source)
+  if pt_file is None:
+    return model_cls.from_pretrained(source, config=config, _do_init=False,
+                                     trust_remote_code=False)
+  shapes = types.SimpleNamespace(params=model.params_shape_tree,
+                                 base_model_prefix=model.base_model_prefix)
+  state = _pytorch_state_dict(pt_file, max_tensors)
+  if not state:
+    raise errors.UserError(f"{pt_file} holds no tensors")
+  return model, convert_pytorch_state_dict_to_flax(state, shapes)
+
+
 def load_vision_tower(source: str) -> tuple[CLIPVisionConfig, dict]:
   """Vision config and `VisionWithProjection` params of a full CLIP or vision-only checkpoint."""
+  check_local_source(source)
   try:
-    config = AutoConfig.from_pretrained(source)
+    with _quiet_transformers():
+      config = AutoConfig.from_pretrained(source, trust_remote_code=False)
   except Exception as e:
-    raise _weights_error(source, f"{type(e).__name__}: {e}") from e
+    raise _weights_error(source, f"{type(e).__name__}: {e}") from None
   if isinstance(config, CLIPConfig):
     vision = config.vision_config
     # The projection width is a field of the full config; the nested copy may be stale.

@@ -190,7 +190,8 @@ def from_torch_state_dict(state: dict[str, np.ndarray], *, source: str = "state 
       architecture, or of the wrong shape: the sign of weights of another architecture.
   """
   state = {k: v for k, v in state.items() if not k.endswith(".num_batches_tracked")}
-  num_classes = state["_fc.bias"].shape[0] if "_fc.bias" in state else 1000
+  num_classes = (weights_io.shaped(state, "_fc.bias", 1, source=source).shape[0]
+                 if "_fc.bias" in state else 1000)
   module = EfficientNetLite0(head="logits", num_classes=num_classes)
   shapes = jax.eval_shape(functools.partial(module.init, train=False), jax.random.key(0),
                           jnp.zeros((1, 32, 32, 3)))

@@ -7,6 +7,7 @@ silently broadcast or half-used.
 """
 
 import os
+import stat
 import zipfile
 
 import jax
@@ -51,26 +52,91 @@ def load_npz(path: str | os.PathLike, reference_variables) -> dict:
       by the module, or of the wrong shape.
   """
   reference = flatten(reference_variables)
+  _check_npz_sizes(path)
   try:
     with np.load(path, allow_pickle=False) as npz:
       stored = {key: npz[key] for key in npz.files}
   except OSError as e:
     raise errors.UserError(f"{os.fspath(path)}: cannot read the weights file "
                            f"({e.strerror or e})") from None
-  except (ValueError, EOFError, zipfile.BadZipFile) as e:
-    raise errors.UserError(f"{os.fspath(path)}: not an .npz file of arrays ({e})") from None
+  except (ValueError, EOFError, zipfile.BadZipFile, MemoryError, OverflowError) as e:
+    raise errors.UserError(f"{os.fspath(path)}: not an .npz file of arrays "
+                           f"({errors.one_line(f'{type(e).__name__}: {e}', 160)})") from None
   for key in sorted(set(reference) | set(stored)):
+    if key in stored and (not isinstance(stored[key], np.ndarray)
+                          or stored[key].dtype.kind not in "biuf"):
+      raise errors.UserError(f"{os.fspath(path)}: variable {errors.quote(key)} is not an array "
+                             "of numbers")
     if key not in stored:
       raise errors.UserError(f"{os.fspath(path)}: missing variable {key!r} (shape "
                              f"{tuple(reference[key].shape)}); wrong architecture?")
     if key not in reference:
-      raise errors.UserError(f"{os.fspath(path)}: unexpected variable {key!r} (shape "
+      raise errors.UserError(f"{os.fspath(path)}: unexpected variable {errors.quote(key)} (shape "
                              f"{stored[key].shape}) not in the module; wrong architecture?")
     if stored[key].shape != tuple(reference[key].shape):
       raise errors.UserError(f"{os.fspath(path)}: variable {key!r} has shape {stored[key].shape}, "
                              f"the module expects {tuple(reference[key].shape)}; wrong "
                              "architecture?")
   return unflatten({key: stored[key].astype(reference[key].dtype) for key in reference})
+
+
+def shaped(state: dict, key: str, ndim: int, *, source: str, prefix: str = "") -> np.ndarray:
+  """`state[key]`, which must have `ndim` dimensions of at least one element each.
+
+  For the tensors whose shapes a loader reads before `match_state_dict` checks the rest (a
+  classifier's width, a tower's depth): a scalar or an empty one is a user error, not an
+  IndexError or a division by zero further on.
+  """
+  value = state[key]
+  shape = tuple(np.shape(value))
+  if len(shape) != ndim or 0 in shape:
+    raise errors.UserError(f"{source}: tensor {prefix + key!r} has shape {shape}; expected "
+                           f"{ndim} non-empty dimension(s); weights of another architecture?")
+  return value
+
+
+def _check_npz_sizes(path: str | os.PathLike) -> None:
+  """Refuses an `.npz` whose records would decompress beyond a budget, before reading any.
+
+  The budget is the reader's (`torch_reader.default_max_bytes` of the file's size); zipfile
+  then reads each record only up to its declared size, so a deflate bomb cannot exceed it.
+  """
+  from rrjax.models import torch_reader  # pylint: disable=import-outside-toplevel
+  try:
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or flood
+      raise errors.UserError(f"{os.fspath(path)}: not a regular file")
+    size = info.st_size
+    with zipfile.ZipFile(path) as archive:
+      infos = archive.infolist()
+  except OSError:
+    return  # np.load says why, below
+  except (zipfile.BadZipFile, ValueError, EOFError) as e:
+    raise errors.UserError(f"{os.fspath(path)}: not an .npz file of arrays "
+                           f"({errors.one_line(str(e), 120)})") from None
+  budget = torch_reader.default_max_bytes(size)
+  declared = sum(info.file_size for info in infos)
+  methods = {info.compress_type for info in infos} - {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED}
+  if methods:
+    raise errors.UserError(f"{os.fspath(path)}: records compressed with method(s) "
+                           f"{sorted(methods)}; .npz files are stored or deflated")
+  if declared > budget:
+    raise errors.UserError(f"{os.fspath(path)}: its records hold {declared} bytes, over the "
+                           f"budget of {budget} for a file of {size} bytes "
+                           f"({torch_reader.MAX_BYTES_ENV} raises it)")
+
+
+def check_safetensors_header(path: str, max_bytes: int) -> None:
+  """Refuses a `.safetensors` file whose header (tensor names, dtypes, shapes, offsets) is
+  longer than `max_bytes`, before the library parses it into a million Python objects."""
+  with open(path, "rb") as f:
+    head = f.read(8)
+  if len(head) < 8:
+    raise errors.UserError(f"{path}: not a safetensors file (shorter than its header)")
+  size = int.from_bytes(head, "little")
+  if size > max_bytes:
+    raise errors.UserError(f"{path}: a safetensors header of {size} bytes, more than the "
+                           f"{max_bytes} its tensors can need")
 
 
 def match_state_dict(state: dict, shapes: dict, torch_key, to_flax, *, source: str, arch: str,
@@ -104,7 +170,8 @@ def match_state_dict(state: dict, shapes: dict, torch_key, to_flax, *, source: s
                              f"{'/'.join(path)} {tuple(shapes[path])}; weights of another "
                              "architecture?")
     if key not in expected:
-      raise errors.UserError(f"{source}: unexpected tensor {name!r} {tuple(state[key].shape)}, "
+      raise errors.UserError(f"{source}: unexpected tensor {errors.quote(name)} "
+                             f"{tuple(state[key].shape)}, "
                              f"not part of {arch}; weights of another architecture?")
     path = expected[key]
     value = to_flax(state[key], path[-1])
@@ -138,7 +205,7 @@ def select_tensors(state: dict, keep, *, source: str) -> dict:
     if kept is None:
       continue
     if kept in out:
-      raise errors.UserError(f"{source}: tensor {name!r} appears twice (with and without "
-                             "'module.')")
+      raise errors.UserError(f"{source}: tensor {errors.quote(name)} appears twice (with and "
+                             "without 'module.')")
     out[kept] = value
   return out

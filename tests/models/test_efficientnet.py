@@ -107,6 +107,6 @@ def test_malicious_weights_are_refused_without_running_them(tmp_path):
   with pytest.raises(ValueError) as info:
     models.load("efficientnet_lite0", weights=str(path), resolution=32)
   assert type(info.value).__name__ == "UnsafeWeightsError"
-  assert str(info.value) == (f"refusing to load weights: the file asks to call "
+  assert str(info.value) == (f"{path}: refusing to load weights: the file asks to call "
                              f"'{os.system.__module__}.system'; only tensors are allowed")
   assert not marker.exists()
