@@ -1,6 +1,6 @@
 """`train_and_evaluate(config, workdir)`: the whole run, top to bottom, in one process.
 
-  1. the config is checked; the teacher's weights, the data sources and the zero-shot head are
+  1. the config is checked; the data sources, the teacher's weights and the zero-shot head are
      read (a bad file stops the run before the workdir is touched); the workdir is claimed
      (`rrjax.config`);
   2. data: every split the run reads, as arrays; the frozen teacher's features of them, clean;
@@ -55,7 +55,7 @@ from rrjax.evaluation.features import Encoder
 from rrjax.io import metrics
 from rrjax.outputs import report
 from rrjax.outputs import rows as rows_lib
-from rrjax.parallel import sharding
+from rrjax.parallel import multiprocess, sharding
 from rrjax.training import baseline, student
 
 CLEAN = corruptions.build("identity")
@@ -73,11 +73,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   # What the user's files give (the teacher's weights, the datasets, the zero-shot head from the
   # teacher's checkpoint and tokenizer) is read before the workdir is touched: a bad file
   # leaves no trace of the run.
-  teacher_model = models.load_from_config(config.teacher, head="embed")
-  with timer.stage("data"):
-    sources = tasks_lib.load_sources(config)
-    _check_student_batches(config, sources["train"])
-  classifier = _zeroshot_classifier(config, sources["train"].class_names)
+  # Every process agrees on the outcome (a file only some of them can read would otherwise
+  # stop those and leave the others waiting at the next collective).
+  teacher_model, sources, classifier = multiprocess.agreed(lambda: _read_inputs(config, timer))
   workdir_lib.claim_workdir(config, workdir)
   mesh = sharding.make_mesh(config.mesh.data)
   logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)
@@ -322,6 +320,15 @@ def _check_student_batches(config, train_source: data.Source) -> None:
       raise errors.UserError(
           f"config.train.batch_size{where}: {rc.train.batch_size} exceeds the "
           f"{len(train_source)} images of data.train_split {rc.data.train_split!r}")
+
+
+def _read_inputs(config, timer: "Timer") -> tuple:
+  """`(teacher (module, variables), data sources, zero-shot head or None)` of `config`."""
+  with timer.stage("data"):
+    sources = tasks_lib.load_sources(config)
+    _check_student_batches(config, sources["train"])  # before any weights are read
+  teacher_model = models.load_from_config(config.teacher, head="embed")
+  return teacher_model, sources, _zeroshot_classifier(config, sources["train"].class_names)
 
 
 def _zeroshot_classifier(config, class_names) -> np.ndarray | None:

@@ -47,14 +47,7 @@ def claim_workdir(config, workdir: str) -> None:
       field with both values.
   """
   current = files.to_python(config.to_dict())
-  try:
-    _check_workdir(epath.Path(workdir), current)
-    error = None
-  except errors.UserError as e:
-    error = e
-  agreed = multiprocess.first_error(None if error is None else str(error))
-  if agreed is not None:
-    raise error if error is not None and str(error) == agreed else errors.UserError(agreed)
+  multiprocess.agreed(lambda: _check_workdir(epath.Path(workdir), current))
   files.write_json(epath.Path(workdir) / CONFIG_FILE, current)
 
 

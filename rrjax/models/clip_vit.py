@@ -182,17 +182,24 @@ def check_local_source(source: str) -> None:
   if not os.path.isdir(source):
     return
   root = os.path.realpath(source)
+  # A snapshot of the Hugging Face cache (`.../models--org--name/snapshots/<revision>`) links
+  # each file to the cache's content store, `.../models--org--name/blobs`: inside too.
+  allowed = [root]
+  if os.path.basename(os.path.dirname(root)) == "snapshots":
+    allowed.append(os.path.join(os.path.dirname(os.path.dirname(root)), "blobs"))
 
   def inside(name: str) -> bool:
     path = os.path.realpath(os.path.join(root, name))
-    return os.path.dirname(path) == root or path.startswith(root + os.sep)
+    return any(path == top or path.startswith(top + os.sep) for top in allowed)
 
   def refuse(name: str, problem: str):
-    raise errors.UserError(f"{os.path.join(source, name)}: {problem}; rrjax reads weights "
-                           "directories as data only")
+    where = os.path.join(source, errors.quote(name)[1:-1] if len(name) > 100 else name)
+    raise errors.UserError(f"{where}: {problem}; rrjax reads weights directories as data only")
 
   seen = 0
-  for folder, dirs, files in os.walk(root):
+  for folder, dirs, files in os.walk(root):  # links to folders are not followed
+    if os.path.relpath(folder, root).count(os.sep) >= 8:
+      refuse(os.path.relpath(folder, root)[:100], "nests folders more than 8 deep")
     for entry in dirs + files:
       seen += 1
       if seen > _MAX_ENTRIES:
@@ -200,7 +207,10 @@ def check_local_source(source: str) -> None:
       name = os.path.relpath(os.path.join(folder, entry), root)
       if not inside(name):
         refuse(name, "links to a file outside the directory")
-      mode = os.stat(os.path.join(root, name)).st_mode
+      try:
+        mode = os.stat(os.path.join(root, name)).st_mode
+      except OSError as e:  # a dangling or looping link
+        refuse(name, f"cannot be read ({e.strerror or e})")
       if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
         refuse(name, "is neither a regular file nor a folder")
   for name in _HF_FILES:
@@ -285,26 +295,32 @@ def _check_counts(source: str, max_tensors: int) -> None:
   if os.path.isfile(index):
     with open(index, "rb") as f:
       names += sorted(set(json.loads(f.read(_MAX_JSON_BYTES))["weight_map"].values()))
+  # Every value of a Flax file (arrays, numbers, the maps holding them) is a leaf or a node
+  # transformers makes something of: counted over all shards, each container checked by its
+  # declared length before msgpack builds it.
+  limit, count = 4 * max_tensors, 0
+
+  def counted(n: int):
+    nonlocal count
+    count += n
+    if count > limit:
+      raise _TooMany
+
   for name in names:
     path = os.path.join(source, name)
     if name.endswith(".safetensors"):
       weights_io.check_safetensors_header(path, max_tensors * _HEADER_BYTES_PER_TENSOR)
       continue
-    count = 0
-
-    def leaf(code, data):
-      nonlocal count
-      count += 1
-      if count > max_tensors:
-        raise _TooMany
-      return None
-
     try:
       with open(path, "rb") as f:
-        msgpack.Unpacker(f, ext_hook=leaf, max_buffer_size=1 << 31).unpack()
+        msgpack.Unpacker(
+            f, max_buffer_size=1 << 31, max_array_len=limit, max_map_len=limit,
+            ext_hook=lambda code, data: counted(1),
+            list_hook=lambda items: counted(len(items)),
+            object_pairs_hook=lambda pairs: counted(len(pairs))).unpack()
     except _TooMany:
-      raise errors.UserError(f"{path}: more than {max_tensors} arrays, more than a CLIP "
-                             "checkpoint holds") from None
+      raise errors.UserError(f"{path}: more than {limit} values in its Flax weights, more than "
+                             "a CLIP checkpoint holds") from None
     except Exception as e:  # msgpack's own errors: the file is not msgpack
       raise errors.UserError(f"{path}: not a Flax msgpack file "
                              f"({errors.one_line(f'{type(e).__name__}: {e}', 120)})") from None

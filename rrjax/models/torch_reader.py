@@ -59,6 +59,7 @@ import pickle
 import stat
 import struct
 import zipfile
+import zlib
 from typing import Any, BinaryIO, Union
 
 import ml_dtypes
@@ -80,6 +81,7 @@ MAX_BYTES_ENV = "RRJAX_WEIGHTS_MAX_BYTES"  # raises (or lowers) the byte budget,
 MAX_NODES = 2_000_000  # objects the pickle machine builds; tensor-walk visits
 MAX_DIMS = 32  # numpy allows 64; no checkpoint comes near
 MAX_ZIP_ENTRIES = 200_000  # records of a zip checkpoint (one per storage, a few more)
+_MAX_ZIP_DIRECTORY = MAX_ZIP_ENTRIES * 128  # bytes of its central directory (~100 per record)
 _MAX_LINE = 4096  # text arguments of GLOBAL and friends
 _MAX_DEPTH = 1000  # nesting of the object tree, for the walk
 _MAX_KEY = 1024  # characters of a dict key (tensor names are far shorter)
@@ -355,8 +357,9 @@ _KEY_SCALARS = (str, int, float, bool, bytes, type(None))
 
 def _key(key):
   """`key` if it may key a dict: a scalar or a flat tuple of scalars (hashing is then cheap)."""
-  if type(key) in (str, bytes) and len(key) > _MAX_KEY:
-    raise CheckpointError(f"a dict key of {len(key)} characters; checkpoints key by names")
+  parts = key if type(key) is tuple else (key,)
+  if any(type(k) in (str, bytes) and len(k) > _MAX_KEY for k in parts):
+    raise CheckpointError(f"a dict key of over {_MAX_KEY} characters; checkpoints key by names")
   if type(key) in _KEY_SCALARS or (
       type(key) is tuple and len(key) <= 16 and all(type(k) in _KEY_SCALARS for k in key)):
     return key
@@ -426,9 +429,8 @@ class _Machine:
     if self.nodes > self.max_nodes:
       raise CheckpointError(f"the pickle builds more than {self.max_nodes} objects")
 
-  def _push(self, value, new: bool = True):
-    if new:
-      self._count()
+  def _push(self, value):
+    self._count()  # references (DUP, GET) too: they grow the stack and the containers
     self.stack.append(value)
 
   def _pop(self):
@@ -492,7 +494,7 @@ class _Machine:
     self._pop_mark()
 
   def op_dup(self):
-    self._push(self._top(), new=False)
+    self._push(self._top())
 
   def op_const(self, value):
     self._push(value)
@@ -520,7 +522,7 @@ class _Machine:
 
   def op_long(self, fmt):
     n = self._unpack(fmt)
-    if n > 1024:
+    if n > 16:  # the legacy format's magic number takes 10 bytes; nothing more than 16
       raise CheckpointError(f"the pickle holds a {n}-byte integer")
     self._push(int.from_bytes(self._take(n), "little", signed=True))
 
@@ -657,7 +659,7 @@ class _Machine:
   def _get(self, index):
     if index not in self.memo:
       raise CheckpointError(f"the pickle refers to memo entry {_short(index)}, never stored")
-    self._push(self.memo[index], new=False)
+    self._push(self.memo[index])
 
   def _persistent(self, pid) -> Storage:
     if type(pid) is not tuple or not pid or pid[0] != "storage":
@@ -820,37 +822,32 @@ def _read_zip(f: BinaryIO, budget: _Budget, max_nodes: int) -> Any:
   except CheckpointError:
     raise
   except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError,
-          NotImplementedError, RuntimeError, struct.error, UnicodeError) as e:
+          NotImplementedError, RuntimeError, struct.error, UnicodeError, zlib.error) as e:
     raise CheckpointError(f"corrupt zip checkpoint ({_describe(e)})") from None
 
 
-def _zip_entries(f: BinaryIO) -> int | None:
-  """The record count of a zip's end-of-central-directory record (zip64 too), read before
-  zipfile builds its table of records; None where the record is not found (zipfile says why)."""
-  end = f.seek(0, io.SEEK_END)
-  tail_start = max(0, end - (1 << 16) - 22)
-  f.seek(tail_start)
-  tail = f.read(end - tail_start)
-  at = tail.rfind(b"PK\x05\x06")
-  if at < 0 or at + 22 > len(tail):
-    return None
-  count = struct.unpack("<H", tail[at + 10:at + 12])[0]
-  locator = at - 20
-  if locator >= 0 and tail[locator:locator + 4] == b"PK\x06\x07":
-    (offset,) = struct.unpack("<Q", tail[locator + 8:locator + 16])
-    if offset + 56 <= end:
-      f.seek(offset)
-      record = f.read(56)
-      if record[:4] == b"PK\x06\x06":
-        count = max(count, struct.unpack("<Q", record[32:40])[0])
-  return count
+def check_zip_directory(f: BinaryIO) -> None:
+  """Refuses a zip whose central directory declares more than `MAX_ZIP_ENTRIES` records or
+  more than `_MAX_ZIP_DIRECTORY` bytes, before zipfile builds an object per record.
+
+  Reads the end record the way zipfile does (`zipfile._EndRecData`, zip64 included), since
+  zipfile trusts the directory's size, not its count. `f` is left at its start.
+  """
+  try:
+    end = zipfile._EndRecData(f)  # pylint: disable=protected-access
+  finally:
+    f.seek(0)
+  if not end:
+    return  # zipfile says why
+  entries = end[zipfile._ECD_ENTRIES_TOTAL]  # pylint: disable=protected-access
+  size = end[zipfile._ECD_SIZE]  # pylint: disable=protected-access
+  if entries > MAX_ZIP_ENTRIES or size > _MAX_ZIP_DIRECTORY:
+    raise CheckpointError(f"the zip declares {entries} records in {size} bytes of directory, "
+                          f"more than {MAX_ZIP_ENTRIES} records or {_MAX_ZIP_DIRECTORY} bytes")
 
 
 def _read_zip_records(f: BinaryIO, budget: _Budget, max_nodes: int) -> Any:
-  entries = _zip_entries(f)
-  f.seek(0)
-  if entries is not None and entries > MAX_ZIP_ENTRIES:
-    raise CheckpointError(f"the zip declares {entries} records, more than {MAX_ZIP_ENTRIES}")
+  check_zip_directory(f)
   archive = zipfile.ZipFile(f)
   with archive:
     records = {}
@@ -880,6 +877,8 @@ def _read_zip_records(f: BinaryIO, budget: _Budget, max_nodes: int) -> Any:
         raise CheckpointError(f"storage {_short(key)} has {info.file_size} bytes, expected "
                               f"{numel} x {dtype.itemsize}")
       raw = _zip_record(archive, info, budget, f"storage {_short(key)}")
+      if big_endian and dtype.itemsize > 1:
+        budget.charge(len(raw), f"storage {_short(key)} in native byte order")
       pool[key] = _to_native(raw, dtype, big_endian)
   return obj
 
@@ -953,7 +952,7 @@ def _guarded(source: Source, work):
     raise type(e)(f"{name}: {e}") from None
   except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError, TypeError,
           IndexError, OverflowError, struct.error, NotImplementedError, RuntimeError,
-          UnicodeError, MemoryError) as e:
+          UnicodeError, MemoryError, zlib.error) as e:
     # zipfile and numpy fail on damaged input in all these ways; all mean the same here.
     raise CheckpointError(f"{name}: corrupt checkpoint ({_describe(e)})") from None
 
@@ -1035,18 +1034,22 @@ def flatten(tree: Any, key: str | None = None, *, max_nodes: int = MAX_NODES,
         raise CheckpointError(f"two tensors are both named {_short(name)}")
       out[name] = node
       continue
-    if isinstance(node, ScriptObject):
-      children = [("", node.state)]
-    elif isinstance(node, dict):
-      children = [(_part(k), v) for k, v in node.items()]
-    elif isinstance(node, (list, tuple)):
-      children = [(str(i), v) for i, v in enumerate(node)]
-    else:
+    if not isinstance(node, (ScriptObject, dict, list, tuple)):
       continue
     if id(node) in above:
       continue  # a cycle
     if len(above) >= _MAX_DEPTH:
       raise CheckpointError(f"the checkpoint's object tree nests deeper than {_MAX_DEPTH}")
+    # Each child is a visit to come: counted before the list of them is made.
+    if visits + len(stack) + (1 if isinstance(node, ScriptObject) else len(node)) > max_nodes:
+      raise CheckpointError(f"the checkpoint's object tree has more than {max_nodes} paths "
+                            "(shared subtrees?)")
+    if isinstance(node, ScriptObject):
+      children = [("", node.state)]
+    elif isinstance(node, dict):
+      children = [(_part(k), v) for k, v in node.items()]
+    else:
+      children = [(str(i), v) for i, v in enumerate(node)]
     above.add(id(node))
     stack.append((_LEAVE, id(node)))
     for part, child in reversed(children):
@@ -1098,6 +1101,6 @@ def read(source: Source, key: str | None = None, *, max_bytes: int | None = None
     tensors = flatten(tree, key, max_nodes=max_nodes, budget=budget)
     for name, tensor in tensors.items():
       tensor.check()
-      budget.charge(tensor.nbytes, f"tensor {_short(name)} of shape {tensor.shape}")
+      budget.charge(tensor.nbytes, f"tensor {_short(name)} of shape {_dims(tensor.shape)}")
     return {name: tensor.numpy() for name, tensor in tensors.items()}
   return _guarded(source, work)

@@ -9,6 +9,7 @@ silently broadcast or half-used.
 import os
 import stat
 import zipfile
+import zlib
 
 import jax
 import numpy as np
@@ -59,7 +60,8 @@ def load_npz(path: str | os.PathLike, reference_variables) -> dict:
   except OSError as e:
     raise errors.UserError(f"{os.fspath(path)}: cannot read the weights file "
                            f"({e.strerror or e})") from None
-  except (ValueError, EOFError, zipfile.BadZipFile, MemoryError, OverflowError) as e:
+  except (ValueError, EOFError, zipfile.BadZipFile, MemoryError, OverflowError,
+          zlib.error) as e:
     raise errors.UserError(f"{os.fspath(path)}: not an .npz file of arrays "
                            f"({errors.one_line(f'{type(e).__name__}: {e}', 160)})") from None
   for key in sorted(set(reference) | set(stored)):
@@ -107,8 +109,10 @@ def _check_npz_sizes(path: str | os.PathLike) -> None:
     if not stat.S_ISREG(info.st_mode):  # a FIFO or a device would block or flood
       raise errors.UserError(f"{os.fspath(path)}: not a regular file")
     size = info.st_size
-    with zipfile.ZipFile(path) as archive:
-      infos = archive.infolist()
+    with open(path, "rb") as f:
+      torch_reader.check_zip_directory(f)
+      with zipfile.ZipFile(f) as archive:
+        infos = archive.infolist()
   except OSError:
     return  # np.load says why, below
   except (zipfile.BadZipFile, ValueError, EOFError) as e:
@@ -129,8 +133,13 @@ def _check_npz_sizes(path: str | os.PathLike) -> None:
 def check_safetensors_header(path: str, max_bytes: int) -> None:
   """Refuses a `.safetensors` file whose header (tensor names, dtypes, shapes, offsets) is
   longer than `max_bytes`, before the library parses it into a million Python objects."""
-  with open(path, "rb") as f:
-    head = f.read(8)
+  try:
+    if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO or a device would block or flood
+      raise errors.UserError(f"{path}: not a regular file")
+    with open(path, "rb") as f:
+      head = f.read(8)
+  except OSError as e:
+    raise errors.UserError(f"{path}: cannot read the weights file ({e.strerror or e})") from None
   if len(head) < 8:
     raise errors.UserError(f"{path}: not a safetensors file (shorter than its header)")
   size = int.from_bytes(head, "little")

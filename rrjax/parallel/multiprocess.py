@@ -149,6 +149,19 @@ def first_error(message: str | None) -> str | None:
   return bytes(gathered[first, :lengths[first]]).decode("utf-8")
 
 
+def agreed(work):
+  """`work()`'s result, or in every process the same `UserError`: the first process's to
+  raise one (`first_error`). For work whose outcome may differ between processes."""
+  try:
+    result, error = work(), None
+  except errors.UserError as e:
+    result, error = None, e
+  message = first_error(None if error is None else str(error))
+  if message is not None:
+    raise error if error is not None and str(error) == message else errors.UserError(message)
+  return result
+
+
 def uses_preemption_service() -> bool:
   """Whether JAX's preemption service watches for SIGTERM (a `jax.distributed` run).
 

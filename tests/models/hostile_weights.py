@@ -43,10 +43,10 @@ Case = Callable[[Path], tuple[Path, list[str]]]
 MARKER = "MARKER"
 # Cases for which loading is an acceptable outcome, as long as it is fast and small: 100k
 # storages are many but legal; a record whose data runs past its declared size may be read up
-# to that size, the 4 bytes the storage needs.
-MAY_LOAD = frozenset({"many_storages", "zip_bomb_storage_lying_size"})
+# to that size, the 4 bytes the storage needs; a list holding only itself holds no tensors.
+MAY_LOAD = frozenset({"many_storages", "zip_bomb_storage_lying_size", "self_list_fanout"})
 # Cases that must end sooner than the harness's timeout (seconds).
-MAX_SECONDS = {"many_storages": 20.0}
+MAX_SECONDS = {"many_storages": 20.0, "self_list_fanout": 20.0}
 # Cases whose one-line error must also match this (regular expression).
 MESSAGE_PATTERNS = {
     "hf_index_parent_escape": r"index|outside\.msgpack",
@@ -1103,3 +1103,64 @@ def _hf_msgpack_many_empty_arrays(tmp):
                           ext_hook=msgpack.ExtType)["a"]
   blob = msgpack.packb({f"t{i}": empty for i in range(1_000_000)})
   return _hf_dir(tmp / "clip_hf_dir", {"flax_model.msgpack": blob}), _CLIP_VIT
+
+
+# --- found by the second review -----------------------------------------------------------------
+
+@_case
+def _self_list_fanout(tmp):
+  """A list holding itself a million times (3 objects in the machine, 2 MB of BINGETs, a few KB
+  deflated): the walk listed a million children at each of a million visits, for hours."""
+  items = _get(0) * 1_000_000
+  data_pkl = _pickle(pickle.EMPTY_LIST, _put(0), pickle.MARK, items, pickle.APPENDS)
+  return _checkpoint(tmp / "self_list.pt", _deflated(data_pkl)), []
+
+
+@_case
+def _long_list_of_references(tmp):
+  """A list of 32M references to one None (64 MB of BINGETs, deflated to about 64 KB):
+  references were not counted, so the machine and then the walk built lists of 32M entries."""
+  data_pkl = _pickle(pickle.EMPTY_LIST, pickle.NONE, pickle.BINPUT + b"\x00", pickle.POP,
+                     pickle.MARK, (pickle.BINGET + b"\x00") * 32_000_000, pickle.APPENDS)
+  return _checkpoint(tmp / "long_list.pt", _deflated(data_pkl)), []
+
+
+@_case
+def _corrupt_deflate_stream(tmp):
+  """A deflated `data.pkl` whose compressed bytes are damaged: zlib.error escaped zipfile as a
+  traceback."""
+  entry = _deflated(_dict_pickle({"x": _rebuilt_tensor(_storage_id("0", 1), 0, (1,), (1,))}))
+  raw = bytearray(entry.raw)
+  raw[len(raw) // 2] ^= 0xFF
+  raw[0] = 0xFF  # an invalid block type
+  broken = _Entry(bytes(raw), zipfile.ZIP_DEFLATED, entry.crc, entry.size)
+  return _checkpoint(tmp / "corrupt_deflate.pt", broken, {"0": b"\0\0\0\0"}), []
+
+
+@_case
+def _zip_directory_lies_about_count(tmp):
+  """A zip whose end record says 1 record while its directory holds 300k (zipfile reads the
+  directory by its size, not by the count): about 1 GB of ZipInfo objects per 100 MB file."""
+  path = _write_zip(tmp / "many_records.pt", {f"archive/data/{i}": b"" for i in range(300_000)})
+  blob = bytearray(path.read_bytes())
+  end = blob.rfind(b"PK\x05\x06")
+  blob[end + 8:end + 12] = struct.pack("<2H", 1, 1)  # records on this disk, records in all
+  path.write_bytes(bytes(blob))
+  return path, []
+
+
+@_case
+def _hf_msgpack_many_numbers(tmp):
+  """`flax_model.msgpack` of 10M plain integers (10 MB): the array count saw none of them, and
+  transformers makes a JAX array of each leaf."""
+  import msgpack  # pylint: disable=import-outside-toplevel
+  blob = msgpack.packb({"a": [0] * 10_000_000})
+  return _hf_dir(tmp / "clip_hf_dir", {"flax_model.msgpack": blob}), _CLIP_VIT
+
+
+@_case
+def _safetensors_fifo_rn50(tmp):
+  """A `.safetensors` path that is a FIFO: the header check opened it and blocked forever."""
+  path = tmp / "weights.safetensors"
+  os.mkfifo(path)
+  return path, ["--model", "clip_rn50"]

@@ -475,3 +475,22 @@ def test_every_truncation_is_a_checkpoint_error(tmp_path):
     for end in range(len(base.blob)):
       with pytest.raises(CheckpointError):
         torch_reader.read(io.BytesIO(base.blob[:end]))
+
+
+def test_hugging_face_cache_snapshots_pass_the_directory_check(tmp_path):
+  # The hub cache links each file of a snapshot to its content store, `../../blobs/<hash>`:
+  # that is inside; a link anywhere else is not.
+  from rrjax import errors  # pylint: disable=import-outside-toplevel
+  from rrjax.models import clip_vit  # pylint: disable=import-outside-toplevel
+  repo = tmp_path / "models--openai--clip-vit-base-patch16"
+  (repo / "blobs").mkdir(parents=True)
+  (repo / "blobs" / "abc123").write_text("{}")
+  snapshot = repo / "snapshots" / "rev0"
+  snapshot.mkdir(parents=True)
+  (snapshot / "config.json").symlink_to("../../blobs/abc123")
+  clip_vit.check_local_source(str(snapshot))
+  (tmp_path / "elsewhere.json").write_text("{}")
+  (snapshot / "preprocessor_config.json").symlink_to(tmp_path / "elsewhere.json")
+  with pytest.raises(errors.UserError, match="preprocessor_config.json: links to a file outside"):
+    clip_vit.check_local_source(str(snapshot))
+
