@@ -527,9 +527,7 @@ class _Machine:
     self._push(int.from_bytes(self._take(n), "little", signed=True))
 
   def op_unicode(self, fmt):
-    self._push(self._text(self._take(self._unpack(fmt))))
-
-  def op_string(self, fmt):  # Python 2 str: read as text, as torch.load(encoding="utf-8")
+    # Python 2 `str` (BINSTRING) too: read as text, as torch.load(encoding="utf-8") does.
     self._push(self._text(self._take(self._unpack(fmt))))
 
   def op_bytes(self, fmt):
@@ -706,7 +704,7 @@ def _handlers() -> dict:
       "LONG1": lambda s: s.op_long("<B"), "LONG4": lambda s: s.op_long("<i"),
       "BINUNICODE": lambda s: s.op_unicode("<I"), "SHORT_BINUNICODE": lambda s: s.op_unicode("<B"),
       "BINUNICODE8": lambda s: s.op_unicode("<Q"),
-      "BINSTRING": lambda s: s.op_string("<i"), "SHORT_BINSTRING": lambda s: s.op_string("<B"),
+      "BINSTRING": lambda s: s.op_unicode("<i"), "SHORT_BINSTRING": lambda s: s.op_unicode("<B"),
       "BINBYTES": lambda s: s.op_bytes("<I"), "SHORT_BINBYTES": lambda s: s.op_bytes("<B"),
       "BINBYTES8": lambda s: s.op_bytes("<Q"),
       "EMPTY_TUPLE": lambda s: s.op_tuple_n(0), "TUPLE1": lambda s: s.op_tuple_n(1),
