@@ -11,7 +11,7 @@ CPU_MALLOC ?= GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 RUN := $(CPU_MALLOC) $(PY)
 
 .PHONY: setup test test-slow test-reference test-scale test-hostile demo demo-suite smoke \
-  bench-depthwise clean
+  scale-check bench-depthwise clean
 
 setup: $(VENV)/.installed
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
@@ -45,6 +45,13 @@ demo-suite: setup
 
 smoke: setup
 	$(RUN) -m rrjax.main --config=configs/demo.py:smoke --workdir=runs/smoke
+
+# The paper's shapes (CLIP RN101 with random weights, 224 px, generated ImageNet-like JPEGs)
+# through every stage on this CPU, before renting an accelerator (configs/scale_check.py).
+scale-check: setup
+	$(PY) -m rrjax.data.synthetic --out=runs/imagenet_like --train=256 --test=64
+	$(RUN) -m rrjax.main --config=configs/scale_check.py --workdir=runs/scale_check
+	@cat runs/scale_check/report.md
 
 # Numerics against the PyTorch reference implementations (transformers' PyTorch CLIP,
 # open_clip's ModifiedResNet) in a separate venv: torch is never a dependency of rrjax.

@@ -1,7 +1,8 @@
-"""Peak host memory of the demo, and peak device memory of the accelerator benchmark.
+"""Peak host memory of the demo, of the paper path as the data grows, and peak device memory.
 
     python benchmarks/memory.py            # the demo's smoke config, in a fresh workdir (1-2 min)
     python benchmarks/memory.py --full     # the real demo (configs/demo.py, 9 to 13 min on 2 cores)
+    python benchmarks/memory.py --scaling  # the paper path on 1,000 and 10,000 JPEGs (~10 min)
 
 Host: the demo runs as a child process (`python -m rrjax.main --config=configs/demo.py[:smoke]
 --workdir=<new temporary directory>`); its peak resident set is the kernel's high-water mark,
@@ -14,6 +15,18 @@ probed in a child too, so that this process never holds device memory. On CPU th
 device memory apart from the host's: reported as not available.
 
 Ends with `result: demo_peak_host_memory <GiB> GiB (<config>; no goal set)`.
+
+Scaling (`--scaling`): the paper config's pipeline (`configs/scale_check.py`: CLIP RN101 with
+random weights, 224 px, Table 1's mask 90%) on generated ImageNet-like JPEG folders
+(`rrjax.data.synthetic`, about 350 x 400 px) of 1,000 and of 10,000 training images, each in a
+child process that runs a few steps of every stage through the run's own code: the sources
+and their labels (every image listed), the frozen teacher's features, the student's training
+(`train.steps` steps, epochs permuted over all N images), the probe's features, fit and scoring,
+the baseline's fine-tuning, with the input pipeline's Grain worker processes. Feature passes
+stop after `--steps` batches (a full pass over 10,000 images with RN101 takes hours on a CPU;
+the only state a full pass adds is its features, 2 KB an image). Peak host RSS is the child's
+`ru_maxrss` plus the largest of its worker processes'. Ends with
+`result: rss_growth_1k_to_10k <percent>% (goal 15%)`.
 """
 
 import argparse
@@ -63,6 +76,94 @@ def run_demo(config: str) -> dict:
           "seconds": seconds}
 
 
+def scaling_child(folder: str, steps: int) -> None:
+  """Runs a few steps of every stage of configs/scale_check.py on `folder`; prints its peaks."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import jax
+  import numpy as np
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()
+  sys.path.insert(0, ROOT)
+  from rrjax import corruptions, data, models  # pylint: disable=g-import-not-at-top
+  from rrjax.evaluation import probe, scoring, tasks
+  from rrjax.evaluation.features import Encoder
+  from rrjax.parallel import sharding
+  from rrjax.training import baseline, student
+
+  spec = importlib.util.spec_from_file_location("scale_check",
+                                                os.path.join(ROOT, "configs", "scale_check.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config()
+  c.data.name = f"imagefolder:{folder}"
+  c.train.steps = c.baseline.max_steps = steps
+  c.train.checkpoint_every = 0
+  start = time.perf_counter()
+  mesh = sharding.make_mesh()
+  sources = tasks.hold_small(tasks.load_sources(c), c.data.cache_mb << 20)
+  labels = {k: s.labels() for k, s in sources.items()}
+  teacher = Encoder(*models.load_from_config(c.teacher, head="embed"),
+                    batch_size=c.eval.batch_size, mesh=mesh, num_workers=c.data.num_workers)
+  first = lambda s: data.subset(s, np.arange(min(len(s), steps * c.eval.batch_size)))
+  clean = {k: teacher.features(first(s)) for k, s in sources.items()}
+  print(f"stage teacher features: {time.perf_counter() - start:.0f} s", flush=True)
+  with tempfile.TemporaryDirectory() as rundir:
+    trained = student.train_student(c, rundir, mesh=mesh, teacher=teacher.module,
+                                    teacher_vars=teacher.variables, student=teacher.module,
+                                    student_vars=teacher.variables,
+                                    train_source=sources["train"])
+    print(f"stage student: {time.perf_counter() - start:.0f} s", flush=True)
+    ours = Encoder(teacher.module, trained, batch_size=c.eval.batch_size, mesh=mesh,
+                   num_workers=c.data.num_workers)
+    op = corruptions.build(c.train.corruption)
+    key = jax.random.key(c.seed)
+    train = first(sources["train"])
+    fitted = probe.fit([ours.features(train, op, key)], labels["train"][:len(train)],
+                       sources["train"].num_classes, seed=0, batch_size=c.probe.batch_size,
+                       lr=c.probe.lr, epochs=c.probe.epochs, weight_decay=0.0)
+    test = first(sources["test"])
+    accs = scoring.accuracy_over_draws(
+        lambda k: ours.features(test, op, k), {"probe": lambda x: probe.logits(fitted, x)},
+        labels["test"][:len(test)], op, seed=c.seed, draws=c.eval.draws)
+    print(f"stage probe and evaluation: {time.perf_counter() - start:.0f} s "
+          f"(top-1 {accs['probe']})", flush=True)
+    labelled = probe.label_fraction_indices(labels["train"], 1.0,
+                                            sources["train"].num_classes, c.seed)
+    baseline.train_baseline(c, os.path.join(rundir, "baseline"), mesh=mesh,
+                            train_source=data.subset(sources["train"], labelled),
+                            num_classes=sources["train"].num_classes)
+    print(f"stage baseline: {time.perf_counter() - start:.0f} s", flush=True)
+  del clean
+  own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+  workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+  print(f"peak_kib {own} {workers}", flush=True)
+
+
+def run_scaling(sizes: list[int], steps: int, cache: str) -> list[dict]:
+  """Peak host RSS of `scaling_child` on generated folders of each size of `sizes`."""
+  out = []
+  for n in sizes:
+    folder = os.path.join(cache, f"imagenet_like_{n}")
+    subprocess.run([sys.executable, "-m", "rrjax.data.synthetic", f"--out={folder}",
+                    f"--train={n}", "--test=64"], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    command = [sys.executable, os.path.abspath(__file__), f"--scaling-child={folder}",
+               f"--steps={steps}"]
+    start = time.perf_counter()
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
+                            env=dict(os.environ, JAX_PLATFORMS=os.environ.get(
+                                "JAX_PLATFORMS", "cpu")))
+    if result.returncode:
+      raise SystemExit(f"{shlex.join(command)} exited with {result.returncode}:\n"
+                       f"{result.stderr[-3000:]}")
+    lines = result.stdout.splitlines()
+    own, workers = (int(x) for x in lines[-1].split()[1:])
+    for line in lines[:-1]:
+      print(f"  {n} images: {line}")
+    out.append({"n": n, "own_kib": own, "workers_kib": workers,
+                "seconds": time.perf_counter() - start, "command": shlex.join(command)})
+  return out
+
+
 def device_peak(accelerator_args: str) -> str:
   """The accelerator benchmark's peak device memory line, or why there is none."""
   backend = subprocess.run([sys.executable, "-c", "import jax; print(jax.default_backend())"],
@@ -86,10 +187,34 @@ def main():
   parser.add_argument("--full", action="store_true", help="the real demo, not its smoke config")
   parser.add_argument("--accelerator-args", default="",
                       help="arguments for benchmarks/accelerator.py on a GPU/TPU")
+  parser.add_argument("--scaling", action="store_true",
+                      help="peak RSS of the paper path on 1,000 and 10,000 generated JPEGs")
+  parser.add_argument("--sizes", default="1000,10000", help="--scaling: training set sizes")
+  parser.add_argument("--steps", type=int, default=3, help="--scaling: steps of each stage")
+  parser.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "rrjax_bench"),
+                      help="--scaling: where the generated folders are kept")
+  parser.add_argument("--scaling-child", default="", help=argparse.SUPPRESS)
   args = parser.parse_args()
+  if args.scaling_child:
+    return scaling_child(args.scaling_child, args.steps)
+  total_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
+  if args.scaling:
+    print(f"{os.cpu_count()} CPU cores, {total_kib / 2**20:.1f} GiB memory, load average "
+          f"{os.getloadavg()[0]:.2f}; command: {shlex.join(['python'] + sys.argv)}")
+    runs = run_scaling([int(n) for n in args.sizes.split(",")], args.steps, args.cache)
+    print(f"{'images':>8} {'main (GiB)':>11} {'worker (GiB)':>13} {'total (GiB)':>12} "
+          f"{'time (s)':>9}")
+    for r in runs:
+      total = (r["own_kib"] + r["workers_kib"]) / 2**20
+      print(f"{r['n']:>8} {r['own_kib'] / 2**20:>11.2f} {r['workers_kib'] / 2**20:>13.2f} "
+            f"{total:>12.2f} {r['seconds']:>9.0f}")
+    first, last = (r["own_kib"] + r["workers_kib"] for r in (runs[0], runs[-1]))
+    growth = 100 * (last - first) / first
+    print(f"child: {runs[-1]['command']}")
+    print(f"result: rss_growth_1k_to_10k {growth:.1f}% (goal 15%)")
+    return None
   config = "configs/demo.py" if args.full else "configs/demo.py:smoke"
 
-  total_kib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 1024
   print(f"{os.cpu_count()} CPU cores, {total_kib / 2**20:.1f} GiB memory; command: "
         f"{shlex.join(['python'] + sys.argv)}")
   demo = run_demo(config)

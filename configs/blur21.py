@@ -7,7 +7,7 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 83.24, ours wi
 80.94, supervised baseline 76.40.
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
-baseline trains 50 epochs), and a host with more than 80 GB of memory.
+baseline trains 50 epochs), and about 8 host cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

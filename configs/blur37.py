@@ -8,7 +8,7 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 77.80, ours wi
 The frozen clean teacher with a probe fitted on corrupted images (row teacher_corrupted): 18.20.
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
-baseline trains 50 epochs), and a host with more than 80 GB of memory.
+baseline trains 50 epochs), and about 8 host cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

@@ -11,8 +11,8 @@ on every noise and blur setting of Table 1.
 Paper: no number in the main text (its Conclusion points to Appendix D.8, not reproduced here);
 compare with each operator's own model in Table 1 (configs/noise*.py, configs/blur*.py).
 
-Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100, and a host
-with more than 80 GB of memory.
+Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100, and about 8 host
+cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

@@ -14,8 +14,8 @@ labels 42.11, 1% 70.78, 5% 77.36, 10% 79.87, 100% 82.96; on noise 0.5: 10% 73.14
 baseline trained on all of them (mask 90%: 77.36 against 74.12).
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 7 to 12 hours on one H100: two student
-trainings and a baseline per fraction (1.7 times the full-label baseline in all), and a host
-with more than 80 GB of memory.
+trainings and a baseline per fraction (1.7 times the full-label baseline in all), and about 8 host
+cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

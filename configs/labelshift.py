@@ -16,7 +16,7 @@ Paper: Figure 5 plots only (no table of numbers): ours above the baseline at eve
 under noise, slightly below it at small sigma and well above it as sigma grows.
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): as configs/randmany.py plus
-configs/noisemany.py, 5 to 8 hours on one H100 and a host with more than 80 GB of memory; the
+configs/noisemany.py, 5 to 8 hours on one H100 and about 8 host cores decoding its images; the
 label-shift set (250 images) adds little.
 """
 

@@ -13,7 +13,7 @@ st 81.94/77.01/47.89, ss 81.91/76.48/49.51, sum 82.45/77.49/36.89, ntxent 82.14/
 mse 77.35/71.43/22.51.
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 6 to 11 hours on one H100 (five
-student trainings), and a host with more than 80 GB of memory.
+student trainings), and about 8 host cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

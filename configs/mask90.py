@@ -8,7 +8,7 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 82.96, ours wi
 The frozen clean teacher with a probe fitted on corrupted images (row teacher_corrupted): 12.34.
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100,
-and a host with more than 80 GB of memory.
+and about 8 host cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

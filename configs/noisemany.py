@@ -10,7 +10,7 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws), ours: tested at 0.0
 79.44, 0.5 69.08; the baseline degrades faster with the level (only plotted).
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
-baseline trains 50 epochs), and a host with more than 80 GB of memory.
+baseline trains 50 epochs), and about 8 host cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

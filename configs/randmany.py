@@ -10,8 +10,8 @@ Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws), ours: tested at 50%
 81.94, 95% 77.01, 98% 47.89, 99% 5.60; the baseline trained on the same range is below it at
 every level (only plotted).
 
-Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100, and a host
-with more than 80 GB of memory.
+Cost (an estimate, not measured; see rrjax/config/schema.py): 2.5 to 4 hours on one H100, and about 8 host
+cores decoding its images.
 """
 
 from rrjax.config import schema, smoke

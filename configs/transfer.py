@@ -23,9 +23,9 @@ CIFAR-100 58.55, STL-10 89.44, COVID 84.01, ImageNet-100B 80.09.
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 1 to 2 hours of student training on
 one H100 per experiment and as much again for the baseline, plus about 10 minutes of feature
-passes per transfer dataset. Every split is held in host memory as float32 224 px views at
-once (ImageNet-100 and ImageNet-100B train about 76 GB each, each CIFAR train 30 GB): a host
-with about 300 GB.
+passes per transfer dataset. Every split streams from its files (small ones, such as CIFAR's,
+are held in memory as uint8 up to `data.cache_mb`), so host memory does not grow with the
+datasets.
 """
 
 from rrjax.config import schema, smoke

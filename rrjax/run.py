@@ -3,7 +3,8 @@
   1. the config is checked; the data sources, the teacher's weights and the zero-shot head are
      read (a bad file stops the run before the workdir is touched); the workdir is claimed
      (`rrjax.config`);
-  2. data: every split the run reads, as arrays; the frozen teacher's features of them, clean;
+  2. data: every split the run reads, as a source streamed in batches (small ones decoded once
+     into memory as uint8); the frozen teacher's features of them, clean;
   3. per experiment (`config.experiments`):
      a. the teacher rows: the clean ceiling, the naive and the restored routes, zero-shot;
      b. the student: trained (`rrjax.training.student`), then probed;
@@ -48,14 +49,14 @@ from absl import logging
 from etils import epath
 
 from rrjax import corruptions, data, errors, models
-from rrjax.config import experiments, validate, workdir as workdir_lib
+from rrjax.config import experiments, inputs, validate, workdir as workdir_lib
 from rrjax.evaluation import probe, restoration, scoring
 from rrjax.evaluation import tasks as tasks_lib
 from rrjax.evaluation.features import Encoder
 from rrjax.io import metrics
 from rrjax.outputs import report
 from rrjax.outputs import rows as rows_lib
-from rrjax.parallel import multiprocess, sharding
+from rrjax.parallel import multiprocess, preemption, sharding
 from rrjax.training import baseline, student
 
 CLEAN = corruptions.build("identity")
@@ -69,6 +70,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `rrjax.config.validate` checks against the experiments before anything runs.
   """
   validate.validate(config, overrides)
+  # SIGTERM at any stage stops every process at one point (`rrjax.parallel.preemption`).
+  with preemption.watch():
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
   timer = Timer()
   # What the user's files give (the teacher's weights, the datasets, the zero-shot head from the
   # teacher's checkpoint and tokenizer) is read before the workdir is touched: a bad file
@@ -81,11 +88,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   logging.info("mesh: %d device(s) on the data axis", mesh.devices.size)
 
   with timer.stage("data"):
-    arrays = {k: data.load_arrays(s) for k, s in sources.items()}
+    sources = tasks_lib.hold_small(sources, config.data.cache_mb << 20)
   with timer.stage("teacher_features"):
-    teacher = Encoder(*teacher_model, batch_size=config.eval.batch_size, mesh=mesh)
-    splits = {k: tasks_lib.Split(images, labels, teacher.features(images))
-              for k, (images, labels) in arrays.items()}
+    teacher = _encoder(config, *teacher_model, mesh)
+    splits = {k: tasks_lib.Split(s, s.labels(), teacher.features(s)) for k, s in sources.items()}
   run = Run(mesh=mesh, teacher=teacher, train_source=sources["train"],
             tasks=tasks_lib.build(config, sources, splits),
             classifier=classifier)
@@ -94,6 +100,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   for name, rc in experiments.expand(config):
     logging.info("experiment %s: train %s, eval %s", name, rc.train.corruption,
                  list(rc.eval.corruptions))
+    preemption.check(f"experiment {name}")
     exp = _experiment(run, rc, name, workdir)
     key = _teacher_key(exp)
     if key not in shared:
@@ -197,7 +204,7 @@ def student_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
                                       teacher=run.teacher.module,
                                       teacher_vars=run.teacher.variables, student=module,
                                       student_vars=variables, train_source=run.train_source)
-  encoder = Encoder(module, variables, batch_size=rc.eval.batch_size, mesh=run.mesh)
+  encoder = _encoder(rc, module, variables, run.mesh)
   out = []
   if "probe" in rc.stages:
     for task in exp.tasks:
@@ -222,9 +229,8 @@ def baseline_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
           train_source=data.subset(run.train_source, exp.subsets[task.name, f]),
           num_classes=task.num_classes)
     if f == most:
-      backbone = Encoder(baseline.backbone(model), variables, batch_size=rc.eval.batch_size,
-                         mesh=run.mesh)
-    fine_tuned = Encoder(model, variables, batch_size=rc.eval.batch_size, mesh=run.mesh)
+      backbone = _encoder(rc, baseline.backbone(model), variables, run.mesh)
+    fine_tuned = _encoder(rc, model, variables, run.mesh)
     with timer.stage("evaluate"):
       # Its features are its classifier's logits.
       out += scored_rows(exp, "baseline", task.tests, exp.ops, _features_of(fine_tuned),
@@ -249,8 +255,8 @@ def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.T
   with timer.stage("probe"):
     keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
             for d in range(rc.probe.feature_draws if exp.op_train.random else 1)]
-    train = [encoder.features(task.train.images, seen, k) for k in keys]
-    val = functools.partial(encoder.features, task.val.images, seen, jax.random.key(rc.seed + 1))
+    train = [encoder.features(task.train.source, seen, k) for k in keys]
+    val = functools.partial(encoder.features, task.val.source, seen, jax.random.key(rc.seed + 1))
     hparams = _probe_hparams(rc, train, task.train.labels, val, task.val.labels,
                              task.num_classes)
     heads = {}
@@ -298,7 +304,7 @@ def scored_rows(exp: Experiment, method: str, tests, ops, features: Callable,
 
 def _features_of(encoder: Encoder, route: Callable | None = None) -> Callable:
   """`(split, op) -> (key -> features)`: the encoder on the split corrupted by `route(op)`."""
-  return lambda test, op: functools.partial(encoder.features, test.images,
+  return lambda test, op: functools.partial(encoder.features, test.source,
                                             route(op) if route else op)
 
 
@@ -309,6 +315,13 @@ def _clean_features(test, op):
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _encoder(config, module, variables, mesh) -> Encoder:
+  """A frozen encoder as the run's evaluation batches it (`eval.batch_size`, the mesh, the
+  input pipeline's workers)."""
+  return Encoder(module, variables, batch_size=config.eval.batch_size, mesh=mesh,
+                 num_workers=config.data.num_workers)
 
 
 def _check_student_batches(config, train_source: data.Source) -> None:
@@ -324,6 +337,7 @@ def _check_student_batches(config, train_source: data.Source) -> None:
 
 def _read_inputs(config, timer: "Timer") -> tuple:
   """`(teacher (module, variables), data sources, zero-shot head or None)` of `config`."""
+  inputs.check(config)  # Every missing input at once, before any is prepared or read.
   with timer.stage("data"):
     sources = tasks_lib.load_sources(config)
     _check_student_batches(config, sources["train"])  # before any weights are read
@@ -375,6 +389,7 @@ def _row(exp: Experiment, method: str, dataset: str, op, fraction: float, draws,
 
 def _fit(rc, feats, labels, num_classes, hparams) -> probe.Probe:
   """A probe with `hparams`, trained for at least `probe.min_steps` optimiser steps."""
+  preemption.check("the probes")
   return probe.fit(feats, labels, num_classes, seed=rc.seed, batch_size=rc.probe.batch_size,
                    min_steps=rc.probe.min_steps, **hparams)
 

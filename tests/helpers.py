@@ -21,6 +21,17 @@ from rrjax.training import student
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+def eval_arrays(source) -> tuple[np.ndarray, np.ndarray]:
+  """A (small) source's eval views in memory, float32 `[N, S, S, 3]` in [0, 1], and labels:
+  what the run's streamed evaluation feeds the encoders, for checks by hand."""
+  images, labels = [], []
+  for batch in data.batches(source, min(len(source), 1024), train=False, seed=0,
+                            process_index=0, process_count=1):
+    images.append(batch["image"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+  return np.concatenate(images).astype(np.float32) / 255, np.concatenate(labels)
+
+
 def load_config(name: str, arg: str | None = None):
   """`get_config(arg)` of `configs/<name>.py`, imported by path as `--config` does."""
   spec = importlib.util.spec_from_file_location(f"config_{name}",

@@ -106,7 +106,7 @@ def test_restored_and_zeroshot_rows(folder, clip_dir, tmp_path):  # noqa: F811
   from rrjax import data, models
   teacher, variables = models.load("clip_vit_b32", weights=str(clip_dir), resolution=RES)
   test = data.load(c.data.name, c.data.test_split)
-  images, labels = data.load_arrays(test)[:2]
+  images, labels = helpers.eval_arrays(test)
   head = zeroshot.text_classifier(clip_dir, test.class_names)
   op = corruptions.build("mask(0.9)")
   expected = []

@@ -54,6 +54,8 @@ def _validate_one(c) -> None:
   if c.student.name:
     _name(c, "student.name", models.names())
   _int(c, "data.image_size", 0)
+  _int(c, "data.num_workers", -1)
+  _int(c, "data.cache_mb", 0)
   _str(c, "data.name")
   for split in ("train_split", "val_split", "test_split"):
     _str(c, f"data.{split}")

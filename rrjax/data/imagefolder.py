@@ -29,6 +29,7 @@ from PIL import Image
 from rrjax import errors
 from rrjax.data import source as source_lib
 from rrjax.data import splits
+from rrjax.data import views
 
 PREFIX = "imagefolder:"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -76,6 +77,19 @@ class ImageFolderSource(source_lib.Source):
   def _read_many(self, positions: Sequence[int]) -> list[tuple[np.ndarray, int]]:
     return [(_decode(self.name, self._paths[p]), self._labels[p]) for p in positions]
 
+  def _read_stored(self, positions: Sequence[int]) -> list[tuple[bytes, int]]:
+    out = []
+    for p in positions:
+      try:
+        with open(self._paths[p], "rb") as f:
+          out.append((f.read(), self._labels[p]))
+      except OSError as e:
+        raise errors.UserError(f"{self.name}: cannot read image {self._paths[p]}: {e}") from e
+    return out
+
+  def _base_labels(self) -> list[int]:
+    return self._labels
+
 
 def _class_dirs(split_dir: str) -> set[str]:
   if not os.path.isdir(split_dir):
@@ -100,11 +114,7 @@ def _image_size(name: str, path: str) -> tuple[int, int]:
 def _decode(name: str, path: str) -> np.ndarray:
   """uint8 `[h, w, 3]` pixels of the image file at `path`."""
   try:
-    with Image.open(path) as image:
-      if image.mode.startswith("I;16"):
-        # 16-bit grey (e.g. medical scans): keep the 8 most significant bits.
-        grey = np.asarray(image, dtype=np.uint16) >> 8
-        return source_lib.to_rgb(grey.astype(np.uint8))
-      return np.asarray(image.convert("RGB"))
+    with open(path, "rb") as f:
+      return views.decode(f.read())
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise errors.UserError(f"{name}: cannot read image {path}: {e}") from e

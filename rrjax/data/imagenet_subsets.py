@@ -129,6 +129,7 @@ class ClassSubset(source_lib.Source):
     kept = np.zeros(len(parent_labels), bool)
     kept[labelled] = self._lookup[parent_labels[labelled]] >= 0
     self._members = np.flatnonzero(kept)
+    self._labels = self._lookup[parent_labels[self._members]].astype(np.int32)
     if not self._members.size:
       raise errors.UserError(f"{name}: no example of its classes in {parent.name} {parent.split}")
     self._parent = parent
@@ -136,9 +137,21 @@ class ClassSubset(source_lib.Source):
                      num_base=self._members.size, native_size=parent.native_size,
                      image_size=parent.image_size)
 
+  # pylint: disable=protected-access
   def _read_many(self, positions):
+    return self._relabelled(positions, self._parent._read_many)
+
+  def _read_stored(self, positions):
+    return self._relabelled(positions, self._parent._read_stored)
+  # pylint: enable=protected-access
+
+  def _base_labels(self):
+    return self._labels
+
+  def _relabelled(self, positions, read):
+    """`read(parent positions)` of this subset's `positions`, with the new labels."""
     parent_positions = self._members[np.asarray(positions, np.int64)].tolist()
-    examples = self._parent._read_many(parent_positions)  # pylint: disable=protected-access
+    examples = read(parent_positions)
     out = []
     for position, (image, label) in zip(parent_positions, examples):
       if self._lookup[label] < 0:

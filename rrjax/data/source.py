@@ -4,8 +4,14 @@ A source holds no decoded pixels: `get(indices)` reads and decodes on demand, so
 pipeline can read any example at any step (seeded permutations, exact resumption) and datasets
 larger than memory work unchanged.
 
-Images come back as stored, only made 3-channel (grey is repeated, an alpha channel dropped),
-uint8, at their native size. Resizing to `image_size` is the job of the views (`views.py`).
+`get` returns images decoded, only made 3-channel (grey is repeated, an alpha channel
+dropped), uint8, at their native size; `read` returns them as stored, which for files of JPEGs
+means their bytes, so that the views (`views.py`) can decode a JPEG at reduced size where the
+crop allows it. Resizing to `image_size` is the job of the views. `labels()` reads the labels
+alone, without decoding any image.
+
+`in_memory(source)` holds the decoded images of a small source (fixed image size, total below
+a byte budget) in memory as uint8, read once; larger sources are read on demand.
 """
 
 import abc
@@ -49,6 +55,11 @@ class Source(abc.ABC):
     self._positions = splits.parse(split).indices(num_base)
 
   @property
+  def held_in_memory(self) -> bool:
+    """Whether the decoded images are in memory (`in_memory`): reading them costs no decode."""
+    return False
+
+  @property
   def num_classes(self) -> int:
     return len(self.class_names)
 
@@ -67,11 +78,7 @@ class Source(abc.ABC):
       `(images, labels)`: images uint8 `[n, h, w, 3]` where the source has a `native_size`,
       else a list of n uint8 `[h_i, w_i, 3]` arrays; labels int32 `[n]`.
     """
-    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
-    bad = indices[(indices < 0) | (indices >= len(self))]
-    if bad.size:
-      raise IndexError(f"index {bad[0]} out of range for {self.name} {self.split} "
-                       f"({len(self)} examples)")
+    indices = self._check(indices)
     examples = self._read_many(self._positions[indices].tolist())
     images = [to_rgb(image) for image, _ in examples]
     labels = np.array([label for _, label in examples], dtype=np.int32).reshape(-1)
@@ -79,9 +86,42 @@ class Source(abc.ABC):
       images = np.stack(images) if images else np.zeros((0, *self.native_size, 3), np.uint8)
     return images, labels
 
+  def read(self, indices) -> tuple[list[np.ndarray | bytes], np.ndarray]:
+    """Examples `indices` as stored: each image uint8 `[h, w, 3]` pixels or an encoded file's
+    bytes (for `views`); labels int32 `[n]`."""
+    indices = self._check(indices)
+    examples = self._read_stored(self._positions[indices].tolist())
+    images = [image if isinstance(image, bytes) else to_rgb(image) for image, _ in examples]
+    return images, np.array([label for _, label in examples], dtype=np.int32).reshape(-1)
+
+  def labels(self) -> np.ndarray:
+    """int32 `[len]`: every label, in order; sources that can, read them without the images."""
+    base = self._base_labels()
+    if base is not None:
+      return np.asarray(base, dtype=np.int32)[self._positions]
+    return np.concatenate([self.get(np.arange(i, min(i + 1024, len(self))))[1]
+                           for i in range(0, len(self), 1024)] or [np.zeros(0, np.int32)])
+
+  def _check(self, indices) -> np.ndarray:
+    indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+    bad = indices[(indices < 0) | (indices >= len(self))]
+    if bad.size:
+      raise IndexError(f"index {bad[0]} out of range for {self.name} {self.split} "
+                       f"({len(self)} examples)")
+    return indices
+
   @abc.abstractmethod
   def _read_many(self, positions: Sequence[int]) -> list[tuple[np.ndarray, int]]:
     """Examples at `positions` of the base split: (uint8 `[h, w, c]`, c in {1, 3, 4}, label)."""
+
+  def _read_stored(self, positions: Sequence[int]) -> list[tuple[np.ndarray | bytes, int]]:
+    """`_read_many`, with images as stored (pixels or encoded bytes); default: decoded."""
+    return self._read_many(positions)
+
+  def _base_labels(self) -> Sequence[int] | np.ndarray | None:
+    """Every label of the base split, read without the images, or None where that is not
+    possible (labels then come from `get`)."""
+    return None
 
 
 def to_rgb(image: np.ndarray) -> np.ndarray:
@@ -113,10 +153,65 @@ class Subset(Source):
     self._parent = parent
     self._positions = parent._positions[indices]  # pylint: disable=protected-access
 
+  @property
+  def held_in_memory(self) -> bool:
+    return self._parent.held_in_memory
+
+  # pylint: disable=protected-access
   def _read_many(self, positions):
-    return self._parent._read_many(positions)  # pylint: disable=protected-access
+    return self._parent._read_many(positions)
+
+  def _read_stored(self, positions):
+    return self._parent._read_stored(positions)
+
+  def _base_labels(self):
+    return self._parent._base_labels()
+  # pylint: enable=protected-access
 
 
 def subset(parent: Source, indices) -> Source:
   """A source of examples `indices` of `parent`."""
   return Subset(parent, indices)
+
+
+class InMemory(Source):
+  """Another source's examples, decoded once into one uint8 array (`in_memory`)."""
+
+  def __init__(self, parent: Source, chunk: int = 4096):
+    self.name, self.split = parent.name, parent.split
+    self.class_names = list(parent.class_names)
+    self.native_size, self.image_size = parent.native_size, parent.image_size
+    n = len(parent)
+    self._images = np.empty((n, *parent.native_size, 3), np.uint8)
+    self._labels = np.empty((n,), np.int32)
+    for start in range(0, n, chunk):
+      stop = min(start + chunk, n)
+      self._images[start:stop], self._labels[start:stop] = parent.get(np.arange(start, stop))
+    self._positions = np.arange(n)
+
+  @property
+  def held_in_memory(self) -> bool:
+    return True
+
+  def _read_many(self, positions):
+    return [(self._images[p], int(self._labels[p])) for p in positions]
+
+  def _base_labels(self):
+    return self._labels
+
+
+def decoded_bytes(source: Source) -> int | None:
+  """Bytes of the source's decoded uint8 images, or None where image sizes vary."""
+  if source.native_size is None:
+    return None
+  height, width = source.native_size
+  return len(source) * height * width * 3
+
+
+def in_memory(source: Source, max_bytes: int) -> Source:
+  """`source` decoded into memory (uint8) when its images have one size and fit `max_bytes`,
+  else `source` itself, read on demand."""
+  size = decoded_bytes(source)
+  if size is None or size > max_bytes or source.held_in_memory:
+    return source
+  return InMemory(source)

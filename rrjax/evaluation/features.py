@@ -1,8 +1,10 @@
 """Frozen encoders over many images: features in batches, optionally corrupted on device.
 
     encoder = Encoder(module, variables, batch_size=256, mesh=mesh)
-    features = encoder.features(images, corruption=A, key=key)       # float32 [N, D]
+    features = encoder.features(source, corruption=A, key=key)       # float32 [N, D]
 
+The images are a `rrjax.data.Source`, streamed in eval batches (`rrjax.data.batches`: this
+process reads its slice of each batch, uint8, made float on device), or an array in memory.
 Batch b is corrupted with `A(fold_in(key, b), batch)` on device, so each image's corruption is
 independent of the others and reproducible for the same key, batch size and device count.
 """
@@ -19,8 +21,9 @@ import numpy as np
 from absl import logging
 from jax.sharding import Mesh, NamedSharding
 
+from rrjax import data
 from rrjax.corruptions import Operator
-from rrjax.parallel import sharding
+from rrjax.parallel import preemption, sharding
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -34,12 +37,15 @@ class Encoder:
   variables: Any
   batch_size: int = 256
   mesh: Mesh | None = None
+  num_workers: int = -1
 
-  def features(self, images: np.ndarray, corruption: Operator | None = None,
+  def features(self, images: "data.Source | np.ndarray", corruption: Operator | None = None,
                key: jax.Array | None = None) -> np.ndarray:
-    """float32 `[N, D]` of `images` `[N, H, W, C]`, corrupted by `corruption` under `key`."""
+    """float32 `[N, D]` of `images` (a source, or `[N, H, W, C]`), corrupted by `corruption`
+    under `key`."""
     return extract_features(self.module, self.variables, images, corruption=corruption,
-                            key=key, batch_size=self.batch_size, mesh=self.mesh)
+                            key=key, batch_size=self.batch_size, mesh=self.mesh,
+                            num_workers=self.num_workers)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
@@ -47,6 +53,7 @@ def _encode(module: nn.Module, corruption: Operator | None, out_sharding: NamedS
             variables: Any, images: jax.Array, key: jax.Array | None,
             index: jax.Array) -> jax.Array:
   """`[B, H, W, C]` images of batch `index` -> float32 features `[B, D]`."""
+  images = data.to_float(images)
   if corruption is not None:
     images = corruption(jax.random.fold_in(key, index), images)
   features = module.apply(variables, images, train=False).astype(jnp.float32)
@@ -56,9 +63,10 @@ def _encode(module: nn.Module, corruption: Operator | None, out_sharding: NamedS
   return features
 
 
-def extract_features(module: nn.Module, variables: Any, images: np.ndarray, *,
+def extract_features(module: nn.Module, variables: Any, images: "data.Source | np.ndarray", *,
                      corruption: Operator | None = None, key: jax.Array | None = None,
-                     batch_size: int = 256, mesh: Mesh | None = None) -> np.ndarray:
+                     batch_size: int = 256, mesh: Mesh | None = None,
+                     num_workers: int = -1) -> np.ndarray:
   """Runs the frozen encoder (train=False) over `images`, optionally corrupted.
 
   Batch b is corrupted with `A(fold_in(key, b), batch)` on device, so each image's corruption
@@ -69,40 +77,44 @@ def extract_features(module: nn.Module, variables: Any, images: np.ndarray, *,
 
   Args:
     module, variables: an encoder (see `rrjax.models`); its output is `[B, D]`.
-    images: float32 `[N, H, W, C]` in [0, 1] (host array, read one batch at a time).
+    images: a `rrjax.data.Source` (its eval views, streamed), or an array `[N, H, W, C]`,
+      uint8 or float32 in [0, 1], read one batch at a time.
     corruption: the operator A, or None for clean images.
     key: the corruption key; needed when `corruption.random`.
     batch_size: images per batch (at most N), rounded up to a multiple of the mesh's devices.
     mesh: when given, each batch is split over its data axis and the variables replicated.
+    num_workers: worker processes decoding a source (`rrjax.data.batches`; -1: automatic).
 
   Returns:
     float32 `[N, D]`.
   """
-  n = images.shape[0]
+  n = len(images)
   if n == 0 or batch_size < 1:
     raise ValueError(f"need images and batch_size >= 1, got N={n}, batch_size={batch_size}")
   if corruption is not None and key is None:
     if corruption.random:
       raise ValueError(f"corruption {corruption} is random: pass a key")
     key = jax.random.key(0)  # The output does not depend on it.
-  batch_size = min(batch_size, n)
-  batch_put = out_sharding = None
-  if mesh is not None:
-    batch_size = -(-batch_size // mesh.devices.size) * mesh.devices.size
-    batch_put, out_sharding = sharding.batch_sharding(mesh), sharding.replicated(mesh)
-    variables = sharding.replicate(variables, mesh)
+  if mesh is None:
+    mesh = sharding.make_mesh()
+  devices = mesh.devices.size
+  batch_size = -(-min(batch_size, n) // devices) * devices
+  out_sharding = sharding.replicated(mesh)
+  variables = sharding.replicate(variables, mesh)
   num_batches = -(-n // batch_size)
   log_every = max(1, num_batches // 10)
+  if isinstance(images, np.ndarray):
+    local = _array_batches(images, batch_size)
+  else:
+    local = (b["image"] for b in data.batches(images, batch_size, train=False, seed=0,
+                                               num_workers=num_workers))
 
   features, pending = [], None
   start_time = time.perf_counter()
-  for b in range(num_batches):
-    batch = np.asarray(images[b * batch_size:(b + 1) * batch_size], np.float32)
-    if batch.shape[0] < batch_size:
-      pad = np.zeros((batch_size - batch.shape[0],) + batch.shape[1:], batch.dtype)
-      batch = np.concatenate([batch, pad])
-    out = _encode(module, corruption, out_sharding, variables,
-                  jax.device_put(batch, batch_put), key, np.int32(b))
+  for b, batch in enumerate(local):
+    batch = sharding.global_batch({"image": batch}, mesh)["image"]
+    out = _encode(module, corruption, out_sharding, variables, batch, key, np.int32(b))
+    preemption.check("a feature pass")
     # Fetching the previous batch while this one runs keeps the device busy.
     if pending is not None:
       features.append(np.asarray(pending))
@@ -116,3 +128,13 @@ def extract_features(module: nn.Module, variables: Any, images: np.ndarray, *,
   return np.concatenate(features)[:n]
 
 
+def _array_batches(images: np.ndarray, batch_size: int):
+  """This process's slice of each batch of an in-memory array, the last batch zero-padded."""
+  local = batch_size // jax.process_count()
+  first = jax.process_index() * local
+  for start in range(0, images.shape[0], batch_size):
+    batch = np.asarray(images[start:start + batch_size])
+    if batch.shape[0] < batch_size:
+      pad = np.zeros((batch_size - batch.shape[0],) + batch.shape[1:], batch.dtype)
+      batch = np.concatenate([batch, pad])
+    yield batch[first:first + local]

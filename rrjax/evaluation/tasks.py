@@ -1,7 +1,7 @@
 """The labelled datasets of a run: the splits it reads, and the probe tasks over them.
 
-    sources = tasks.load_sources(config)            # "train", "val", "test", "shift", ...
-    splits = {k: tasks.Split(images, labels, teacher.features(images)) for ...}
+    sources = tasks.hold_small(tasks.load_sources(config), max_bytes)  # "train", "val", ...
+    splits = {k: tasks.Split(s, s.labels(), teacher.features(s)) for k, s in sources.items()}
     run_tasks = tasks.build(config, sources, splits)   # data.* first, then transfer datasets
 
 A task is a labelled dataset that probes are fitted on (its train and val splits) and the
@@ -19,9 +19,9 @@ from rrjax import data, errors
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class Split:
-  """A split in memory: images float32 `[N, H, W, 3]`, labels int32 `[N]`, and the frozen
-  teacher's features of the clean images `[N, D]`."""
-  images: np.ndarray
+  """A split: its images (a source, streamed by every stage that reads them), labels int32
+  `[N]`, and the frozen teacher's features of the clean images `[N, D]`."""
+  source: data.Source
   labels: np.ndarray
   clean: np.ndarray
 
@@ -74,6 +74,19 @@ def load_sources(config) -> dict[str, data.Source]:
     for split in ("train", "val", "test"):
       sources[f"transfer/{name}/{split}"] = load_split(tc, tc[f"{split}_split"])
   return sources
+
+
+def hold_small(sources: dict[str, data.Source], max_bytes: int) -> dict[str, data.Source]:
+  """The sources, those of fixed-size images decoded once into memory (uint8) while their
+  total stays within `max_bytes`, in the order given; the others stream from their files."""
+  held, out = 0, {}
+  for key, source in sources.items():
+    size = data.source.decoded_bytes(source)
+    if size is not None and held + size <= max_bytes:
+      held += size
+      source = data.in_memory(source, max_bytes=size)
+    out[key] = source
+  return out
 
 
 def build(config, sources, splits) -> tuple[Task, ...]:

@@ -98,14 +98,14 @@ def predictions(workdir: str, experiment_name: str | None = None, *, num: int = 
   train_source = tasks.load_split(rc.data, rc.data.train_split)
   test_source = tasks.load_split(rc.data, rc.data.test_split)
   num_classes = train_source.num_classes
-  labelled = probe.label_fraction_indices(np.asarray(data.load_arrays(train_source)[1]),
-                                          fraction, num_classes, rc.seed)
+  labelled = probe.label_fraction_indices(train_source.labels(), fraction, num_classes,
+                                          rc.seed)
   # A seeded random subset, not the first ones: a split may be sorted by class.
   indices = np.sort(np.random.default_rng(rc.seed).permutation(labelled)[:probe_images])
-  train_images, train_labels = data.load_arrays(data.subset(train_source, indices))
+  train_images, train_labels = _eval_views(data.subset(train_source, indices))
   # Evenly spaced over the split, which may be sorted by class (image folders are).
   shown = np.unique(np.linspace(0, len(test_source) - 1, num).astype(int))
-  clean, labels = data.load_arrays(data.subset(test_source, shown))
+  clean, labels = _eval_views(data.subset(test_source, shown))
 
   teacher, teacher_vars = models.load_from_config(rc.teacher, head="embed")
   encoder, _ = student.student_model(rc, teacher, teacher_vars)
@@ -197,3 +197,10 @@ def main(argv: list[str] | None = None) -> str:
 
 if __name__ == "__main__":
   main(sys.argv[1:])
+
+
+def _eval_views(source) -> tuple[np.ndarray, np.ndarray]:
+  """The eval views of a few images, float32 `[n, S, S, 3]` in [0, 1], and their labels."""
+  batch = next(data.batches(source, len(source), train=False, seed=0, process_index=0,
+                            process_count=1))
+  return batch["image"].astype(np.float32) / 255, batch["label"]

@@ -31,7 +31,7 @@ def make_step(model, corruption, tx, compute_dtype="float32"):
   model = models.with_dtype(model, compute_dtype)
 
   def step(state: TrainState, batch: dict, key: jax.Array):
-    corrupted = corruption(jax.random.fold_in(key, state.step), batch["image"])
+    corrupted = corruption(jax.random.fold_in(key, state.step), data.to_float(batch["image"]))
 
     def objective(params):
       logits, new_stats = apply_train(model, params, state.batch_stats, corrupted)
@@ -76,7 +76,8 @@ def train_baseline(config, workdir: str, *, mesh, train_source, num_classes: int
     return data.batches(train_source, bc.batch_size, train=True, seed=config.seed,
                         start_step=start, num_steps=max(total - start, 0),
                         augment=config.data.augment, crop_scale=tuple(config.data.crop_scale),
-                        drop_remainder=len(train_source) >= bc.batch_size)
+                        drop_remainder=len(train_source) >= bc.batch_size,
+                        num_workers=config.data.num_workers)
 
   trained = loop.train(TrainState.create(variables, tx), lambda st, b: step_fn(st, b, key),
                        batches_from, workdir=workdir,

@@ -12,15 +12,12 @@ SIGTERM (how cluster and TPU preemption arrives) ends training cleanly: the step
 completes, its state is checkpointed and `Preempted` is raised; `rrjax.main` turns that into
 exit status 143, and the same command resumes from that checkpoint. In a multi-process run the
 notice may reach the processes at different steps, or only some of them; JAX's preemption
-service (`rrjax.parallel.multiprocess.reached_preemption_point`) names one step at which all of them
-checkpoint together and stop.
+service names one step at which all of them checkpoint together and stop
+(`rrjax.parallel.preemption`, which the other stages share).
 """
 
-import contextlib
 import math
 import os
-import signal
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -31,7 +28,7 @@ from jax.sharding import Mesh
 
 from rrjax import errors
 from rrjax.io.metrics import MetricsLog
-from rrjax.parallel import multiprocess, sharding
+from rrjax.parallel import preemption, sharding
 from rrjax.training.checkpoint import Checkpointer
 from rrjax.training.state import TrainState
 
@@ -40,17 +37,8 @@ class NonFiniteLossError(errors.UserError):
   """Training produced a NaN or Inf loss or parameter; the last good checkpoint is kept."""
 
 
-class Preempted(BaseException):
-  """SIGTERM arrived during training; the state of `step` is checkpointed.
-
-  A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way up
-  mistakes the request to stop for an error and carries on.
-  """
-
-  def __init__(self, step: int):
-    super().__init__(f"preempted at step {step}; checkpoint saved; rerun the same command to "
-                     "resume")
-    self.step = step
+# SIGTERM during training: the step's state is checkpointed, then this is raised.
+Preempted = preemption.Preempted
 
 
 def train(state: TrainState, advance: Callable, batches_from: Callable[[int], Iterator[dict]],
@@ -109,7 +97,7 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
   if step >= total_steps:
     return state
   window_start, window_step = time.perf_counter(), step
-  with _preemption_notice() as preempted:
+  with preemption.watch():
     for batch in batches:
       batch = sharding.global_batch({k: batch[k] for k in fields}, mesh)
       state, out = advance(state, batch)
@@ -126,42 +114,17 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
                      total_steps, loss, speed, eta)
         metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed)
         window_start, window_step = now, step
-      if preempted():
+      if preemption.requested():
         _save(checkpointer, state, name, step)
         logging.warning("%s: SIGTERM at step %d/%d; checkpoint saved, stopping", name, step,
                         total_steps)
-        raise Preempted(step)
+        raise Preempted(name, step)
       if checkpoint_every and step % checkpoint_every == 0:
         _save(checkpointer, state, name, step)
       if step >= total_steps:
         break
   _save(checkpointer, state, name, step)
   return state
-
-
-@contextlib.contextmanager
-def _preemption_notice():
-  """Yields a function, called once per step, telling whether to checkpoint and stop now.
-
-  Under `jax.distributed` it is JAX's preemption service, which handles SIGTERM itself and
-  answers yes at the same step in every process. Otherwise it says whether SIGTERM arrived
-  since entry, with a handler of our own that is restored on exit; Python delivers signals to
-  the main thread only, so elsewhere (a loop run from a worker thread) SIGTERM keeps its
-  previous meaning and the function always says no.
-  """
-  if multiprocess.uses_preemption_service():
-    yield multiprocess.reached_preemption_point
-    return
-  if threading.current_thread() is not threading.main_thread():
-    yield lambda: False
-    return
-  received = threading.Event()
-  previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.set())
-  try:
-    yield received.is_set
-  finally:
-    # None: the previous handler was not set from Python; the default is the best stand-in.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
 
 
 @jax.jit

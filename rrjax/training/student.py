@@ -49,7 +49,8 @@ def make_train_step(student, teacher, corruption: Callable, loss: str, temperatu
     compute_dtype: "float32" or "bfloat16" (`rrjax.models.COMPUTE_DTYPES`), the dtype the
       teacher and student compute in; the variables are float32 either way.
 
-  `batch["image"]` is float32 `[B, H, W, C]` in [0, 1]; `key` is the run's training key.
+  `batch["image"]` is uint8 `[B, H, W, C]` (or float32 in [0, 1]), made float on device
+  (`rrjax.data.to_float`); `key` is the run's training key.
   """
   loss_fn = losses.get(loss)
   student = models.with_dtype(student, compute_dtype)
@@ -57,7 +58,7 @@ def make_train_step(student, teacher, corruption: Callable, loss: str, temperatu
     teacher = models.with_dtype(teacher, compute_dtype)
 
   def step(state: TrainState, teacher_vars, batch: dict, key: jax.Array):
-    images = batch["image"]
+    images = data.to_float(batch["image"])
     corrupted = corruption(jax.random.fold_in(key, state.step), images)
     if teacher_in_batch:
       t = batch["teacher"]
@@ -131,7 +132,8 @@ def train_student(config, workdir: str, *, mesh, teacher, teacher_vars, student,
     batches = data.batches(train_source, tc.batch_size, train=True, seed=config.seed,
                            start_step=start, num_steps=max(tc.steps - start, 0),
                            augment=config.data.augment and not cached,
-                           crop_scale=tuple(config.data.crop_scale))
+                           crop_scale=tuple(config.data.crop_scale),
+                           num_workers=config.data.num_workers)
     if not cached:
       return batches
     return (dict(b, teacher=embeddings[b["index"]]) for b in batches)

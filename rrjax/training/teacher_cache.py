@@ -17,7 +17,7 @@ from absl import logging
 
 from rrjax import data
 from rrjax.io import files
-from rrjax.parallel import sharding
+from rrjax.parallel import preemption, sharding
 
 
 def cache_key(config, source) -> str:
@@ -48,13 +48,14 @@ def compute(teacher, teacher_vars, source, mesh, batch_size: int) -> np.ndarray:
   """`[len(source), D]` float32 teacher embeddings of the eval views, batch-sharded on `mesh`."""
   sharding.check_batch_size(batch_size, mesh, "eval.batch_size")
   # Replicated outputs: every process reads the whole global batch's embeddings back.
-  apply = jax.jit(lambda v, x: teacher.apply(v, x, train=False),
+  apply = jax.jit(lambda v, x: teacher.apply(v, data.to_float(x), train=False),
                   in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
                   out_shardings=sharding.replicated(mesh))
   variables = sharding.replicate(teacher_vars, mesh)
   parts = []
-  for batch in data.batches(source, batch_size, train=False, seed=0):
+  for batch in data.batches(source, batch_size, train=False, seed=0, num_workers=-1):
     out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
     parts.append(np.asarray(jax.device_get(out)))
+    preemption.check("the teacher cache")
   # Global batches hold the examples in order; only the last one is padded, at its end.
   return np.concatenate(parts)[:len(source)].astype(np.float32)

@@ -12,6 +12,7 @@ import rrjax.data
 from rrjax import errors
 from rrjax.data import fashion_mnist_local
 from rrjax.data import tfds_source
+from tests import helpers
 from tests.data.data_util import write_fashion_idx
 
 REAL_FMNIST_DIR = fashion_mnist_local.DEFAULT_DIR
@@ -84,7 +85,7 @@ def test_real_fashion_mnist(request, monkeypatch, tmp_path):
   labels = np.concatenate([train.get(np.arange(s, min(s + 20000, 60000)))[1]
                            for s in range(0, 60000, 20000)])
   assert np.bincount(labels, minlength=10).tolist() == [6000] * 10
-  images, test_labels = rrjax.data.load_arrays(test)
+  images, test_labels = helpers.eval_arrays(test)
   assert images.shape == (10000, 28, 28, 3) and images.dtype == np.float32
   assert 0.0 <= images.min() and images.max() <= 1.0
   assert np.bincount(test_labels).tolist() == [1000] * 10

@@ -11,6 +11,7 @@ import pytest
 
 from rrjax import data
 from rrjax.data import mnist_digits
+from tests import helpers
 
 
 def _tarball(path, per_digit=5, broken=None):
@@ -38,7 +39,7 @@ def test_archive_to_folder_round_trip(tmp_path):
   test = data.load(f"imagefolder:{out}", "test")
   assert (len(train), len(test), train.num_classes) == (40, 10, 10)
   assert train.class_names == [str(d) for d in range(10)]
-  x, y = data.load_arrays(test)[:2]
+  x, y = helpers.eval_arrays(test)
   # Every test image is the last of its digit's five, grey repeated to RGB, 8-bit exact.
   for image, label in zip(x, y):
     np.testing.assert_allclose(image[..., 0], images[label][-1], atol=0.5 / 255)

@@ -1,7 +1,6 @@
 """rrjax.data.pipeline: batches, deterministic, resumable, split across processes."""
 
-import threading
-
+import jax
 import numpy as np
 import pytest
 
@@ -12,8 +11,7 @@ from tests.data.data_util import ArraySource, assert_batches_equal, ids_of, take
 def test_train_batches_shapes_dtypes_range():
   source = ArraySource(50)
   batch = next(rrjax.data.batches(source, 8, train=True, seed=0, image_size=12))
-  assert batch["image"].shape == (8, 12, 12, 3) and batch["image"].dtype == np.float32
-  assert 0.0 <= batch["image"].min() and batch["image"].max() <= 1.0
+  assert batch["image"].shape == (8, 12, 12, 3) and batch["image"].dtype == np.uint8
   assert batch["label"].shape == (8,) and batch["label"].dtype == np.int32
   assert batch["index"].dtype == np.int32 and batch["index"].max() < 50
   assert batch["mask"].dtype == bool and batch["mask"].all()
@@ -77,7 +75,7 @@ def test_train_view_differs_from_eval_view():
   assert sum(differs) >= 12
   # Without augmentation, the images are exactly the eval view (here: the stored pixels).
   ids = ids_of(plain)
-  np.testing.assert_array_equal(plain["image"], source.images[ids].astype(np.float32) / 255)
+  np.testing.assert_array_equal(plain["image"], source.images[ids])
 
 
 @pytest.mark.parametrize("process_count", [1, 2])
@@ -98,21 +96,56 @@ def test_eval_covers_every_example_once_with_padding_mask(process_count):
   np.testing.assert_array_equal(batches[-1]["image"][~batches[-1]["mask"]], 0)
   dropped = list(rrjax.data.batches(source, 8, train=False, seed=0, drop_remainder=True))
   assert len(dropped) == 2 and all(b["mask"].all() for b in dropped)
-  images, labels = rrjax.data.load_arrays(source, chunk=5)
-  np.testing.assert_array_equal(images, np.concatenate([b["image"] for b in batches])[mask])
-  np.testing.assert_array_equal(labels, source.labels)
+  np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches])[mask],
+                                source.images)
+  np.testing.assert_array_equal(np.concatenate([b["label"] for b in batches])[mask],
+                                source.labels)
 
 
-def test_producer_errors_reach_the_consumer_and_early_exit_stops_the_thread():
+def test_producer_errors_reach_the_consumer_and_early_exit_stops_the_threads():
   source = ArraySource(20, fail_at=13)
   iterator = rrjax.data.batches(source, 4, train=False, seed=0)
   take(iterator, 3)
   with pytest.raises(RuntimeError, match="cannot read example 13"):
     next(iterator)
-  iterator = rrjax.data.batches(ArraySource(20), 4, train=True, seed=0, prefetch=1)
+  iterator = rrjax.data.batches(ArraySource(20), 4, train=True, seed=0, prefetch=1,
+                                num_threads=2)
   next(iterator)
-  iterator.close()
-  for thread in threading.enumerate():
-    if thread.name == "rrjax-data-prefetch":
-      thread.join(timeout=2)
-      assert not thread.is_alive()
+  iterator.close()  # Ends the generator: Grain's iterator is closed with it.
+  with pytest.raises(StopIteration):
+    next(iterator)
+
+
+def test_to_float_is_numpy_division_bit_for_bit():
+  x = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+  np.testing.assert_array_equal(np.asarray(jax.jit(rrjax.data.to_float)(x)),
+                                x.astype(np.float32) / 255)
+  y = np.linspace(0, 1, 5, dtype=np.float32)
+  np.testing.assert_array_equal(np.asarray(rrjax.data.to_float(y)), y)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_worker_processes_make_the_same_batches(train):
+  source = ArraySource(40, size=10)
+  kw = dict(train=train, seed=5, num_steps=5, image_size=12)
+  threads = list(rrjax.data.batches(source, 8, num_threads=2, **kw))
+  workers = list(rrjax.data.batches(source, 8, num_workers=2, **kw))
+  assert len(threads) == 5
+  assert_batches_equal(threads, workers)
+
+
+def test_worker_errors_reach_the_consumer():
+  source = ArraySource(20, fail_at=13)
+  with pytest.raises(Exception, match="cannot read example 13"):
+    list(rrjax.data.batches(source, 4, train=False, seed=0, num_workers=2))
+
+
+def test_in_memory_is_chosen_by_size_and_reads_the_same():
+  source = ArraySource(30, size=8)
+  held = rrjax.data.in_memory(source, max_bytes=30 * 8 * 8 * 3)
+  assert isinstance(held, rrjax.data.source.InMemory)
+  assert rrjax.data.in_memory(source, max_bytes=30 * 8 * 8 * 3 - 1) is source
+  np.testing.assert_array_equal(held.labels(), source.labels)
+  kw = dict(train=True, seed=1, num_steps=3, image_size=6)
+  assert_batches_equal(list(rrjax.data.batches(source, 8, **kw)),
+                       list(rrjax.data.batches(held, 8, **kw)))

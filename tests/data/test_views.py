@@ -1,7 +1,10 @@
 """rrjax.data.views: the eval view and the random resized crop."""
 
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from rrjax.data import views
 
@@ -35,3 +38,53 @@ def test_train_view_and_crop_boxes():
   np.testing.assert_array_equal(a, b)
   with pytest.raises(ValueError, match="crop scale"):
     views.random_crop_box((8, 8), rng, scale=(0.5, 1.5))
+
+
+def _photo(height, width, seed=0):
+  """Smooth colour gradients plus texture: compresses and downsamples like a photo."""
+  rng = np.random.default_rng(seed)
+  y, x = np.mgrid[0:height, 0:width] / max(height, width)
+  base = np.stack([np.sin(6 * x + 1), np.cos(5 * y), np.sin(4 * (x + y))], -1)
+  image = 127 + 90 * base + rng.normal(0, 8, (height, width, 3))
+  return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def _encode(image, fmt, **kw):
+  buffer = io.BytesIO()
+  Image.fromarray(image).save(buffer, format=fmt, **kw)
+  return buffer.getvalue()
+
+
+def test_encoded_png_views_equal_the_pixel_views():
+  image = _photo(90, 70)
+  png = _encode(image, "PNG")
+  np.testing.assert_array_equal(views.decode(png), image)
+  np.testing.assert_array_equal(views.eval_view(png, 48), views.eval_view(image, 48))
+  for seed in range(5):
+    np.testing.assert_array_equal(views.train_view(png, 32, np.random.default_rng(seed)),
+                                  views.train_view(image, 32, np.random.default_rng(seed)))
+  grey = _encode(image[..., 0], "PNG")
+  np.testing.assert_array_equal(views.decode(grey), np.repeat(image[..., :1], 3, -1))
+
+
+def test_jpeg_views_decode_at_reduced_size_close_to_the_full_decode():
+  jpeg = _encode(_photo(960, 1280), "JPEG", quality=90)
+  full = views.decode(jpeg)
+  # A small output from a large image: the DCT-scaled decode (1/4 here) then the resample.
+  reduced = views.eval_view(jpeg, 224)
+  exact = views.eval_view(full, 224)
+  assert reduced.shape == exact.shape == (224, 224, 3)
+  assert np.abs(reduced.astype(int) - exact.astype(int)).mean() < 2.0
+  for seed in range(5):
+    a = views.train_view(jpeg, 112, np.random.default_rng(seed))
+    b = views.train_view(full, 112, np.random.default_rng(seed))
+    assert np.abs(a.astype(int) - b.astype(int)).mean() < 3.0
+  # No reduction when the crop needs every decoded pixel: equal to the full decode's view.
+  small = _encode(_photo(240, 300), "JPEG", quality=90)
+  np.testing.assert_array_equal(views.eval_view(small, 224),
+                                views.eval_view(views.decode(small), 224))
+
+
+def test_undecodable_bytes_raise():
+  with pytest.raises((OSError, ValueError)):
+    views.eval_view(b"not an image", 32)

@@ -17,6 +17,7 @@ def test_top_k_sorted_and_bounded():
   np.testing.assert_allclose(values, [[0.5, 0.25, 0.15], [0.7, 0.1, 0.1]])
 
 
+@pytest.mark.slow  # About 20 s: `make test-slow`, which CI runs after the default suite.
 def test_gallery_of_tiny_run(tmp_path):
   folder = helpers.make_folder(tmp_path / "images")
   workdir = str(tmp_path / "run")

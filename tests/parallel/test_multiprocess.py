@@ -393,3 +393,52 @@ def test_kill_9_then_rerun_is_bit_identical(point, resumed, config, reference, t
   assert rerun.returncode == 0, rerun.stderr[-3000:]
   assert f"resuming from checkpoint step {resumed}" in rerun.stderr
   _assert_same_run(workdir, reference)
+
+
+@pytest.mark.scale
+def test_sigterm_during_a_feature_pass_stops_every_process_and_the_rerun_finishes(folder,
+                                                                                   tmp_path):
+  # No training: probes and evaluation only, with many draws of small batches, so that the
+  # signal lands outside any training loop (JAX's preemption service used to swallow it there
+  # and the processes ran on).
+  config = helpers.write_tiny_config_file(
+      tmp_path / "features.py", folder, "c.stages = ('probe',)", "c.eval.draws = 300",
+      "c.eval.batch_size = 4")
+  workdir = tmp_path / "run"
+  port = _free_port()
+  # Named logs, read while the processes write them.
+  logs = [open(tmp_path / f"process{i}.log", "w+") for i in range(2)]  # noqa: SIM115
+  processes = [_start(helpers.main_command(config, str(workdir),
+                                           *_distributed_flags(port, 2, i)), _env(), logs[i])
+               for i in range(2)]
+  try:
+    deadline = time.monotonic() + TIMEOUT
+    while "extract_features" not in (tmp_path / "process1.log").read_text():
+      assert all(p.poll() is None for p in processes), "a process ended before its features"
+      assert time.monotonic() < deadline, "no feature pass in time"
+      time.sleep(0.05)
+    processes[1].send_signal(signal.SIGTERM)  # The notice reaches process 1 only.
+    stopped = set()
+    for i, process in enumerate(processes):
+      process.wait(timeout=TIMEOUT)
+      stderr = (tmp_path / f"process{i}.log").read_text()
+      assert process.returncode == 143, (i, stderr[-3000:])
+      match = re.fullmatch(r"rrjax: preempted during (.+); finished stages are kept; rerun the "
+                           r"same command to resume", stderr.strip().splitlines()[-1])
+      assert match, (i, stderr[-3000:])
+      stopped.add(match[1])
+    (where,) = stopped  # Both processes stopped at the same point ...
+    assert where in ("a feature pass", "the probes", "experiment mask")
+  finally:
+    for process, log in zip(processes, logs):
+      if process.poll() is None:
+        process.kill()
+        process.wait()
+      log.close()
+  assert not (workdir / "results.json").exists()
+  port = _free_port()
+  for i, run in enumerate(_run_all(
+      [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
+       for i in range(2)], _env())):
+    assert run.returncode == 0, (i, run.stderr[-3000:])
+  assert (workdir / "results.json").stat().st_size > 0

@@ -24,7 +24,7 @@ def test_teacher_cache_is_written_once_and_matches_the_teacher(folder, tmp_path,
   (path,) = [os.path.join(c.train.cache_dir, f) for f in os.listdir(c.train.cache_dir)]
   cached = np.load(path)
   teacher, teacher_vars = models.load_from_config(c.teacher)
-  images, _ = data.load_arrays(data.load(c.data.name, c.data.train_split))
+  images, _ = helpers.eval_arrays(data.load(c.data.name, c.data.train_split))
   np.testing.assert_allclose(cached, teacher.apply(teacher_vars, images), atol=1e-5)
   # A second run reads the file instead of computing and writing it again.
   monkeypatch.setattr(student_lib.teacher_cache, "compute",
