@@ -19,13 +19,16 @@ Ends with `result: demo_peak_host_memory <GiB> GiB (<config>; no goal set)`.
 Scaling (`--scaling`): the paper config's pipeline (`configs/scale_check.py`: CLIP RN101 with
 random weights, 224 px, Table 1's mask 90%) on generated ImageNet-like JPEG folders
 (`rrjax.data.synthetic`, about 350 x 400 px) of 1,000 and of 10,000 training images, each in a
-child process that runs a few steps of every stage through the run's own code: the sources
-and their labels (every image listed), the frozen teacher's features, the student's training
+child process that runs a few steps of every stage through the functions the run calls (not
+`rrjax.run` itself, whose feature passes cover whole splits): the sources and their labels
+(every image listed), the frozen teacher's features, the student's training
 (`train.steps` steps, epochs permuted over all N images), the probe's features, fit and scoring,
 the baseline's fine-tuning, with the input pipeline's Grain worker processes. Feature passes
 stop after `--steps` batches (a full pass over 10,000 images with RN101 takes hours on a CPU;
 the only state a full pass adds is its features, 2 KB an image). Peak host RSS is the child's
-`ru_maxrss` plus the largest of its worker processes'. Ends with
+`ru_maxrss` plus the peak of its worker processes' resident sets, summed, polled every 0.1 s
+(`RUSAGE_CHILDREN` would count each worker's moment between fork and exec, when it shares all
+of the child's pages). Ends with
 `result: rss_growth_1k_to_10k <percent>% (goal 15%)`.
 """
 
@@ -90,6 +93,24 @@ def scaling_child(folder: str, steps: int) -> None:
   from rrjax.parallel import sharding
   from rrjax.training import baseline, student
 
+  import threading  # pylint: disable=g-import-not-at-top
+  workers_peak = [0]
+
+  def poll_workers():
+    # The workers' own resident sets, summed; `RUSAGE_CHILDREN` would count each worker's
+    # moment between fork and exec, when it shares all of this process's pages.
+    while True:
+      pids = []
+      for task in os.listdir("/proc/self/task"):
+        try:
+          with open(f"/proc/self/task/{task}/children") as f:
+            pids += f.read().split()
+        except OSError:
+          pass
+      workers_peak[0] = max(workers_peak[0], sum(_rss_kib(int(p)) for p in pids))
+      time.sleep(0.1)
+
+  threading.Thread(target=poll_workers, daemon=True).start()
   spec = importlib.util.spec_from_file_location("scale_check",
                                                 os.path.join(ROOT, "configs", "scale_check.py"))
   module = importlib.util.module_from_spec(spec)
@@ -108,12 +129,12 @@ def scaling_child(folder: str, steps: int) -> None:
   clean = {k: teacher.features(first(s)) for k, s in sources.items()}
   print(f"stage teacher features: {time.perf_counter() - start:.0f} s", flush=True)
   with tempfile.TemporaryDirectory() as rundir:
+    module, variables = student.student_model(c, teacher.module, teacher.variables)
     trained = student.train_student(c, rundir, mesh=mesh, teacher=teacher.module,
-                                    teacher_vars=teacher.variables, student=teacher.module,
-                                    student_vars=teacher.variables,
-                                    train_source=sources["train"])
+                                    teacher_vars=teacher.variables, student=module,
+                                    student_vars=variables, train_source=sources["train"])
     print(f"stage student: {time.perf_counter() - start:.0f} s", flush=True)
-    ours = Encoder(teacher.module, trained, batch_size=c.eval.batch_size, mesh=mesh,
+    ours = Encoder(module, trained, batch_size=c.eval.batch_size, mesh=mesh,
                    num_workers=c.data.num_workers)
     op = corruptions.build(c.train.corruption)
     key = jax.random.key(c.seed)
@@ -135,8 +156,7 @@ def scaling_child(folder: str, steps: int) -> None:
     print(f"stage baseline: {time.perf_counter() - start:.0f} s", flush=True)
   del clean
   own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-  workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-  print(f"peak_kib {own} {workers}", flush=True)
+  print(f"peak_kib {own} {workers_peak[0]}", flush=True)
 
 
 def run_scaling(sizes: list[int], steps: int, cache: str) -> list[dict]:
@@ -202,7 +222,7 @@ def main():
     print(f"{os.cpu_count()} CPU cores, {total_kib / 2**20:.1f} GiB memory, load average "
           f"{os.getloadavg()[0]:.2f}; command: {shlex.join(['python'] + sys.argv)}")
     runs = run_scaling([int(n) for n in args.sizes.split(",")], args.steps, args.cache)
-    print(f"{'images':>8} {'main (GiB)':>11} {'worker (GiB)':>13} {'total (GiB)':>12} "
+    print(f"{'images':>8} {'main (GiB)':>11} {'workers (GiB)':>13} {'total (GiB)':>12} "
           f"{'time (s)':>9}")
     for r in runs:
       total = (r["own_kib"] + r["workers_kib"]) / 2**20

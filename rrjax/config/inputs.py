@@ -157,7 +157,9 @@ def _dataset_problem(name: str, data_dir: str | None, fields: list[str],
     if unknown:
       return (f"{what}: no split(s) {', '.join(unknown)}; its splits are "
               f"{', '.join(IMAGENET_ARCHIVES)}")
-    absent = [IMAGENET_ARCHIVES[b] for b in bases
+    # Preparing builds both train and validation, whichever split the run reads.
+    needed = [b for b in IMAGENET_ARCHIVES if b in ("train", "validation") or b in bases]
+    absent = [IMAGENET_ARCHIVES[b] for b in needed
               if not os.path.isfile(os.path.join(manual, IMAGENET_ARCHIVES[b]))]
     if not absent:
       return None

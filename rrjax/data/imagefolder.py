@@ -87,8 +87,8 @@ class ImageFolderSource(source_lib.Source):
         raise errors.UserError(f"{self.name}: cannot read image {self._paths[p]}: {e}") from e
     return out
 
-  def _base_labels(self) -> list[int]:
-    return self._labels
+  def _read_labels(self, positions: Sequence[int]) -> list[int]:
+    return [self._labels[p] for p in positions]
 
 
 def _class_dirs(split_dir: str) -> set[str]:

@@ -145,8 +145,8 @@ class ClassSubset(source_lib.Source):
     return self._relabelled(positions, self._parent._read_stored)
   # pylint: enable=protected-access
 
-  def _base_labels(self):
-    return self._labels
+  def _read_labels(self, positions):
+    return self._labels[np.asarray(positions, np.int64)]
 
   def _relabelled(self, positions, read):
     """`read(parent positions)` of this subset's `positions`, with the new labels."""

@@ -36,6 +36,7 @@ the consumer's `next()`.
 """
 
 import os
+import signal
 from collections.abc import Iterator
 
 import grain
@@ -69,10 +70,12 @@ def to_float(images: jax.Array) -> jax.Array:
 
 def auto_workers(source: source_lib.Source) -> int:
   """Worker processes for `source` when a config says -1: none for sources held in memory,
-  else one per core but one (the consumer's)."""
+  else one per core this process may run on (its CPU affinity) but one, the consumer's. With
+  several JAX processes on one host (one per GPU), set `data.num_workers` to share the cores."""
   if source.held_in_memory:
     return 0
-  return max((os.cpu_count() or 1) - 1, 1)
+  cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+  return max((cores or 1) - 1, 1)
 
 
 def batches(source: source_lib.Source, batch_size: int, *, train: bool, seed: int,
@@ -148,7 +151,8 @@ def batches(source: source_lib.Source, batch_size: int, *, train: bool, seed: in
   if num_workers:
     _absl_flags_for_grain()
     stream = stream.mp_prefetch(grain.MultiprocessingOptions(num_workers=num_workers,
-                                                             per_worker_buffer_size=prefetch))
+                                                             per_worker_buffer_size=prefetch),
+                                worker_init_fn=_worker_init)
   return _iterate(stream)
 
 
@@ -211,6 +215,16 @@ def _iterate(stream) -> Iterator[Batch]:
       close()
 
 
+def _worker_init(worker_index: int, worker_count: int) -> None:
+  """In each worker process: SIGTERM and SIGINT are the main process's to handle. A signal to
+  the whole process group (a cluster's preemption) must not kill the workers under a main
+  process that is finishing its step and checkpointing (`rrjax.parallel.preemption`); they end
+  with it."""
+  del worker_index, worker_count
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _absl_flags_for_grain() -> None:
   """Grain's worker processes read absl flags; outside an absl app they are the defaults."""
   if not flags.FLAGS.is_parsed():
@@ -233,8 +247,9 @@ class _EpochOrder:
     self._cache: dict[int, np.ndarray] = {}
 
   def epoch(self, epoch: int) -> np.ndarray:
-    if epoch not in self._cache:
-      rng = np.random.default_rng([self._seed, _PERMUTATION_STREAM, epoch])
-      self._cache = {e: p for e, p in self._cache.items() if e == epoch - 1}
-      self._cache[epoch] = rng.permutation(self._n)
-    return self._cache[epoch]
+    cache = self._cache  # One read: other threads may replace it meanwhile.
+    if epoch in cache:
+      return cache[epoch]
+    order = np.random.default_rng([self._seed, _PERMUTATION_STREAM, epoch]).permutation(self._n)
+    self._cache = {**{e: p for e, p in cache.items() if e == epoch - 1}, epoch: order}
+    return order

@@ -10,8 +10,9 @@ means their bytes, so that the views (`views.py`) can decode a JPEG at reduced s
 crop allows it. Resizing to `image_size` is the job of the views. `labels()` reads the labels
 alone, without decoding any image.
 
-`in_memory(source)` holds the decoded images of a small source (fixed image size, total below
-a byte budget) in memory as uint8, read once; larger sources are read on demand.
+`in_memory(source)` holds a small source (fixed image size, decoded pixels within a byte budget)
+in memory, read once as stored (uint8 pixels, or a file's bytes: the views are the same either
+way); larger sources are read on demand.
 """
 
 import abc
@@ -21,7 +22,10 @@ import numpy as np
 
 from rrjax import errors
 from rrjax.data import splits
+from rrjax.data import views
 
+# Labels read per call of `_read_labels` (and per preemption check).
+_LABEL_CHUNK = 8192
 # Measurement resolution of datasets whose images vary in size (ImageNet-style), as in the paper.
 DEFAULT_VARIABLE_SIZE = 224
 
@@ -96,11 +100,16 @@ class Source(abc.ABC):
 
   def labels(self) -> np.ndarray:
     """int32 `[len]`: every label, in order; sources that can, read them without the images."""
-    base = self._base_labels()
-    if base is not None:
-      return np.asarray(base, dtype=np.int32)[self._positions]
-    return np.concatenate([self.get(np.arange(i, min(i + 1024, len(self))))[1]
-                           for i in range(0, len(self), 1024)] or [np.zeros(0, np.int32)])
+    from rrjax.parallel import preemption  # pylint: disable=g-import-not-at-top
+    out = np.empty(len(self), np.int32)
+    for start in range(0, len(self), _LABEL_CHUNK):
+      preemption.check(f"reading the labels of {self.name} {self.split}")
+      stop = min(start + _LABEL_CHUNK, len(self))
+      labels = self._read_labels(self._positions[start:stop].tolist())
+      if labels is None:
+        labels = self.get(np.arange(start, stop))[1]
+      out[start:stop] = labels
+    return out
 
   def _check(self, indices) -> np.ndarray:
     indices = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -118,9 +127,10 @@ class Source(abc.ABC):
     """`_read_many`, with images as stored (pixels or encoded bytes); default: decoded."""
     return self._read_many(positions)
 
-  def _base_labels(self) -> Sequence[int] | np.ndarray | None:
-    """Every label of the base split, read without the images, or None where that is not
-    possible (labels then come from `get`)."""
+  def _read_labels(self, positions: Sequence[int]) -> Sequence[int] | np.ndarray | None:
+    """The labels at `positions` of the base split, read without the images, or None where
+    that is not possible (labels then come from `get`)."""
+    del positions
     return None
 
 
@@ -164,8 +174,8 @@ class Subset(Source):
   def _read_stored(self, positions):
     return self._parent._read_stored(positions)
 
-  def _base_labels(self):
-    return self._parent._base_labels()
+  def _read_labels(self, positions):
+    return self._parent._read_labels(positions)
   # pylint: enable=protected-access
 
 
@@ -175,18 +185,26 @@ def subset(parent: Source, indices) -> Source:
 
 
 class InMemory(Source):
-  """Another source's examples, decoded once into one uint8 array (`in_memory`)."""
+  """Another source's examples read once into memory, as stored (`in_memory`): decoded pixels
+  in one uint8 array, or an encoded file's bytes, which the views then decode exactly as they
+  would from the files, so that holding a split in memory never changes its views."""
 
   def __init__(self, parent: Source, chunk: int = 4096):
+    from rrjax.parallel import preemption  # pylint: disable=g-import-not-at-top
     self.name, self.split = parent.name, parent.split
     self.class_names = list(parent.class_names)
     self.native_size, self.image_size = parent.native_size, parent.image_size
     n = len(parent)
-    self._images = np.empty((n, *parent.native_size, 3), np.uint8)
-    self._labels = np.empty((n,), np.int32)
+    stored, self._labels = [], np.empty((n,), np.int32)
     for start in range(0, n, chunk):
+      preemption.check(f"reading {parent.name} {parent.split}")
       stop = min(start + chunk, n)
-      self._images[start:stop], self._labels[start:stop] = parent.get(np.arange(start, stop))
+      images, self._labels[start:stop] = parent.read(np.arange(start, stop))
+      stored += images
+    if stored and all(isinstance(x, np.ndarray) for x in stored):
+      self._stored = np.stack(stored)
+    else:
+      self._stored = stored
     self._positions = np.arange(n)
 
   @property
@@ -194,10 +212,14 @@ class InMemory(Source):
     return True
 
   def _read_many(self, positions):
-    return [(self._images[p], int(self._labels[p])) for p in positions]
+    return [(views.decode(image) if isinstance(image, bytes) else image, int(self._labels[p]))
+            for p, image in ((p, self._stored[p]) for p in positions)]
 
-  def _base_labels(self):
-    return self._labels
+  def _read_stored(self, positions):
+    return [(self._stored[p], int(self._labels[p])) for p in positions]
+
+  def _read_labels(self, positions):
+    return self._labels[np.asarray(positions, np.int64)]
 
 
 def decoded_bytes(source: Source) -> int | None:
@@ -209,8 +231,8 @@ def decoded_bytes(source: Source) -> int | None:
 
 
 def in_memory(source: Source, max_bytes: int) -> Source:
-  """`source` decoded into memory (uint8) when its images have one size and fit `max_bytes`,
-  else `source` itself, read on demand."""
+  """`source` read into memory (`InMemory`) when its images have one size and their decoded
+  uint8 pixels fit `max_bytes`, else `source` itself, read on demand."""
   size = decoded_bytes(source)
   if size is None or size > max_bytes or source.held_in_memory:
     return source

@@ -11,7 +11,8 @@ Encoded JPEGs are decoded at reduced size where the box allows it: the box is ch
 file's header, then libjpeg decodes at 1/2, 1/4 or 1/8 scale (PIL's `draft`, DCT scaling) as
 long as the box still covers at least S x S decoded pixels, and the box is resampled from that.
 A crop of a large photo then decodes a fraction of the pixels; the view differs from the
-full-size decode by the DCT downscale's rounding only.
+full-size decode's by the difference between the DCT downscale and PIL's antialiasing filter
+(about 1 grey level on average, `tests/data/test_views.py`).
 
 * `eval_view(image, S)`: resize the short side to round(S * 256 / 224) when it is longer than S
   (else to S), then take the centred S x S crop: the usual "resize 256, centre crop 224" of the
@@ -146,8 +147,9 @@ def _resample_encoded(pil: Image.Image, box, size: int) -> np.ndarray:
               math.ceil(height * size / max(bottom - top, 1e-9)))
     if wanted[0] < width and wanted[1] < height:
       pil.draft("RGB", wanted)  # The largest reduction keeping both sides >= wanted.
-  scale_x, scale_y = pil.size[0] / width, pil.size[1] / height
-  box = (left * scale_x, top * scale_y, right * scale_x, bottom * scale_y)
+  # libjpeg's 1/s scale maps source x to x / s exactly (the decoded size is ceil(size / s)).
+  reduction = next((s for s in (1, 2, 4, 8) if -(-width // s) == pil.size[0]), 1)
+  box = tuple(v / reduction for v in box)
   if pil.mode != "RGB":
     pil = Image.fromarray(_pixels(pil))
   if pil.size == (size, size) and box == (0, 0, size, size):

@@ -102,13 +102,22 @@ def extract_features(module: nn.Module, variables: Any, images: "data.Source | n
   out_sharding = sharding.replicated(mesh)
   variables = sharding.replicate(variables, mesh)
   num_batches = -(-n // batch_size)
-  log_every = max(1, num_batches // 10)
   if isinstance(images, np.ndarray):
     local = _array_batches(images, batch_size)
   else:
     local = (b["image"] for b in data.batches(images, batch_size, train=False, seed=0,
                                                num_workers=num_workers))
 
+  with preemption.deferred():
+    return _run_batches(module, corruption, mesh, out_sharding, variables, local, key, n,
+                        batch_size, num_batches)
+
+
+def _run_batches(module, corruption, mesh, out_sharding, variables, local, key, n, batch_size,
+                 num_batches) -> np.ndarray:
+  """The batches of `extract_features` through `_encode`, the previous fetched while the next
+  runs; float32 `[n, D]`."""
+  log_every = max(1, num_batches // 10)
   features, pending = [], None
   start_time = time.perf_counter()
   for b, batch in enumerate(local):

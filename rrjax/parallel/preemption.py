@@ -2,7 +2,9 @@
 
     with preemption.watch():            # rrjax.run, around the whole run
       ...
-      preemption.check("features")      # at points that every process passes in one order
+      with preemption.deferred():       # a loop that stops cleanly at its own checks
+        for batch in ...:
+          preemption.check("a feature pass")   # points every process passes in one order
 
 SIGTERM is how clusters and TPU VMs announce a preemption. Inside `watch()`:
   * under `jax.distributed`, JAX's preemption service handles the signal (it installs its own
@@ -10,11 +12,16 @@ SIGTERM is how clusters and TPU VMs announce a preemption. Inside `watch()`:
     once any process received the notice, `check` answers at the same call in every process,
     because every process passes the same checks in the same order (the same batches of the
     same feature passes, the same training steps);
-  * in a single process, a handler of ours records the signal and `check` says whether it came.
-`check(where)` then raises `Preempted`: training loops checkpoint first (`rrjax.training.loop`);
-`rrjax.main` exits with status 143 and the same command resumes from the checkpoints (finished
-trainings are not redone; an interrupted feature pass or evaluation is computed again, with the
-same result, since every draw is seeded).
+  * in a single process, a handler of ours takes the signal: inside `deferred()` (a training
+    loop, a feature pass) it is recorded and the loop's next `check` raises; anywhere else
+    (reading the data, fitting probes, writing the outputs) it raises `Preempted` at once.
+Under the service, a stage without checks runs on to the next check (a feature batch, a probe,
+a training step: seconds to minutes, not hours).
+`check(where)` raises `Preempted`; training loops checkpoint first (`rrjax.training.loop`);
+`rrjax.main` exits with status 143 and the same command resumes from the checkpoints. What is
+kept: every finished or interrupted training (its checkpoint); what is redone: the interrupted
+stage's feature passes, probes and evaluation, and those of earlier experiments, which are not
+stored (they come out the same, every draw being seeded).
 
 Outside `watch()` (a library user's own code), SIGTERM keeps its usual meaning and `check`
 never raises. Python delivers signals to the main thread: `watch()` entered from another thread
@@ -41,8 +48,8 @@ class Preempted(BaseException):
       message = (f"preempted at step {step}; checkpoint saved; rerun the same command to "
                  "resume")
     else:
-      message = (f"preempted during {where}; finished stages are kept; rerun the same command "
-                 "to resume")
+      message = (f"preempted during {where}; trainings are kept in their checkpoints; rerun the "
+                 "same command to resume")
     super().__init__(message)
     self.where, self.step = where, step
 
@@ -50,6 +57,7 @@ class Preempted(BaseException):
 _state = threading.local()
 _received = threading.Event()
 _depth = 0
+_deferring = 0  # Open `deferred()` regions (main thread).
 _installed = False  # Whether our SIGTERM handler is installed (single process, main thread).
 _lock = threading.Lock()
 
@@ -66,7 +74,7 @@ def watch():
   previous = None
   if first and main and not service:
     _received.clear()
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: _received.set())
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     _installed = True
   _state.watching = getattr(_state, "watching", 0) + 1
   try:
@@ -76,11 +84,29 @@ def watch():
     with _lock:
       _depth -= 1
       last = _depth == 0
-    if last and _installed:
+    if last and _installed and main:
       # None: the previous handler was not set from Python; the default is the best stand-in.
       signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
       _installed = False
       _received.clear()
+
+
+def _on_sigterm(signum, frame) -> None:
+  del signum, frame
+  _received.set()
+  if not _deferring:
+    raise Preempted("the run")
+
+
+@contextlib.contextmanager
+def deferred():
+  """Within: SIGTERM waits for the loop's next `check` (module docstring)."""
+  global _deferring
+  _deferring += 1
+  try:
+    yield
+  finally:
+    _deferring -= 1
 
 
 def requested() -> bool:

@@ -97,7 +97,7 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
   if step >= total_steps:
     return state
   window_start, window_step = time.perf_counter(), step
-  with preemption.watch():
+  with preemption.watch(), preemption.deferred():
     for batch in batches:
       batch = sharding.global_batch({k: batch[k] for k in fields}, mesh)
       state, out = advance(state, batch)

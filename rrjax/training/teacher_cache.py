@@ -53,9 +53,10 @@ def compute(teacher, teacher_vars, source, mesh, batch_size: int) -> np.ndarray:
                   out_shardings=sharding.replicated(mesh))
   variables = sharding.replicate(teacher_vars, mesh)
   parts = []
-  for batch in data.batches(source, batch_size, train=False, seed=0, num_workers=-1):
-    out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
-    parts.append(np.asarray(jax.device_get(out)))
-    preemption.check("the teacher cache")
+  with preemption.deferred():
+    for batch in data.batches(source, batch_size, train=False, seed=0, num_workers=-1):
+      out = apply(variables, sharding.global_batch({"image": batch["image"]}, mesh)["image"])
+      parts.append(np.asarray(jax.device_get(out)))
+      preemption.check("the teacher cache")
   # Global batches hold the examples in order; only the last one is padded, at its end.
   return np.concatenate(parts)[:len(source)].astype(np.float32)

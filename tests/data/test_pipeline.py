@@ -1,5 +1,9 @@
 """rrjax.data.pipeline: batches, deterministic, resumable, split across processes."""
 
+import multiprocessing
+import os
+import signal
+
 import jax
 import numpy as np
 import pytest
@@ -149,3 +153,18 @@ def test_in_memory_is_chosen_by_size_and_reads_the_same():
   kw = dict(train=True, seed=1, num_steps=3, image_size=6)
   assert_batches_equal(list(rrjax.data.batches(source, 8, **kw)),
                        list(rrjax.data.batches(held, 8, **kw)))
+
+
+def test_worker_processes_ignore_sigterm():
+  """A preemption's SIGTERM to the whole process group leaves the workers to the main process,
+  which stops the run at its next check (`rrjax.parallel.preemption`)."""
+  source = ArraySource(40, size=10)
+  kw = dict(train=True, seed=0, num_steps=8, image_size=10, prefetch=1)
+  stream = rrjax.data.batches(source, 4, num_workers=1, **kw)
+  first = next(stream)
+  workers = multiprocessing.active_children()
+  assert workers
+  for worker in workers:
+    os.kill(worker.pid, signal.SIGTERM)
+  rest = list(stream)
+  assert_batches_equal([first] + rest, list(rrjax.data.batches(source, 4, **kw)))

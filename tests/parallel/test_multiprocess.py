@@ -423,8 +423,9 @@ def test_sigterm_during_a_feature_pass_stops_every_process_and_the_rerun_finishe
       process.wait(timeout=TIMEOUT)
       stderr = (tmp_path / f"process{i}.log").read_text()
       assert process.returncode == 143, (i, stderr[-3000:])
-      match = re.fullmatch(r"rrjax: preempted during (.+); finished stages are kept; rerun the "
-                           r"same command to resume", stderr.strip().splitlines()[-1])
+      match = re.fullmatch(r"rrjax: preempted during (.+); trainings are kept in their "
+                           r"checkpoints; rerun the same command to resume",
+                           stderr.strip().splitlines()[-1])
       assert match, (i, stderr[-3000:])
       stopped.add(match[1])
     (where,) = stopped  # Both processes stopped at the same point ...

@@ -18,18 +18,24 @@ def test_check_raises_after_sigterm_inside_watch_and_the_handler_is_restored():
   preemption.check("nothing")  # Outside a watch: never raises.
   with preemption.watch():
     preemption.check("before")
-    with preemption.watch():  # Nested: the same watch.
-      os.kill(os.getpid(), signal.SIGTERM)
+    with preemption.watch(), preemption.deferred():  # Nested: the same watch.
+      os.kill(os.getpid(), signal.SIGTERM)  # Deferred: recorded, raised by the next check.
       assert preemption.requested()
-    with pytest.raises(preemption.Preempted) as info:
-      preemption.check("the probes")
-  assert str(info.value) == ("preempted during the probes; finished stages are kept; rerun the "
-                             "same command to resume")
+      with pytest.raises(preemption.Preempted) as info:
+        preemption.check("the probes")
+  assert str(info.value) == ("preempted during the probes; trainings are kept in their "
+                             "checkpoints; rerun the same command to resume")
   assert info.value.step is None
   assert signal.getsignal(signal.SIGTERM) is previous
   assert not preemption.requested()
   with preemption.watch():  # A new watch starts without the old notice.
     preemption.check("after")
+    # Outside a deferred region, SIGTERM stops the run at once.
+    with pytest.raises(preemption.Preempted, match="preempted during the run"):
+      os.kill(os.getpid(), signal.SIGTERM)
+      for _ in range(1000):  # The handler runs between two bytecodes of this loop.
+        pass
+  assert signal.getsignal(signal.SIGTERM) is previous
 
 
 class _Signalling(ArraySource):
