@@ -1,6 +1,6 @@
 r"""The paper's shapes end to end on a CPU: CLIP RN101, 224 px, ImageNet-like JPEGs, every stage.
 
-  make scale-check     # generates the images, then runs this config (minutes on 2 CPU cores)
+  make scale-check     # generates the images, then runs this config (9 min on 2 CPU cores)
   python -m rrjax.data.synthetic --out=runs/imagenet_like --train=256 --test=64
   python -m rrjax.main --config=configs/scale_check.py --workdir=runs/scale_check
 
@@ -14,7 +14,8 @@ stage. What it checks before an accelerator is rented: the paper path builds, co
 
 Unlike the paper run: batches of 16 (RN101 training at 256 needs tens of GB for activations,
 more than a CPU host here), 4 training steps of the student and of the baseline, 2 corruption
-draws, 2 probe epochs. `--config.data.name=imagefolder:<dir>` points it at other images.
+draws, 2 probe epochs; no zero-shot, label-shift or transfer rows (they need the published
+checkpoint and other datasets). `--config.data.name=imagefolder:<dir>` points it at other images.
 """
 
 from rrjax.config import schema, smoke
