@@ -5,9 +5,12 @@ import re
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+@pytest.mark.slow  # A child process and a worker: `make test-slow`, which CI runs.
 def test_small_run_ends_with_the_result_line(tmp_path):
   command = [sys.executable, os.path.join("benchmarks", "input_pipeline.py"), "--small",
              "--workers=1", f"--cache_dir={tmp_path}"]

@@ -38,6 +38,7 @@ def _rows(workdir):
     return json.load(f)["rows"]
 
 
+@pytest.mark.slow  # About 45 s: `make test-slow`, which CI runs after the default suite.
 def test_main_smoke_writes_every_output(tmp_path, monkeypatch):
   """`python -m rrjax.main --config=configs/demo.py:smoke`, in-process."""
   workdir = str(tmp_path / "smoke")
