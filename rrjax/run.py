@@ -3,8 +3,8 @@
   1. the config is checked; the data sources, the teacher's weights and the zero-shot head are
      read (a bad file stops the run before the workdir is touched); the workdir is claimed
      (`rrjax.config`);
-  2. data: every split the run reads, as a source streamed in batches (small ones decoded once
-     into memory as uint8); the frozen teacher's features of them, clean;
+  2. data: every split the run reads, as a source streamed in batches (small ones read once into
+     memory, `data.cache_mb`); the frozen teacher's features of them, clean;
   3. per experiment (`config.experiments`):
      a. the teacher rows: the clean ceiling, the naive and the restored routes, zero-shot;
      b. the student: trained (`rrjax.training.student`), then probed;
