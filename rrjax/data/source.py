@@ -212,8 +212,8 @@ class InMemory(Source):
     return True
 
   def _read_many(self, positions):
-    return [(views.decode(image) if isinstance(image, bytes) else image, int(self._labels[p]))
-            for p, image in ((p, self._stored[p]) for p in positions)]
+    return [(views.decode(image) if isinstance(image, bytes) else image, label)
+            for image, label in self._read_stored(positions)]
 
   def _read_stored(self, positions):
     return [(self._stored[p], int(self._labels[p])) for p in positions]

@@ -77,15 +77,13 @@ def load_sources(config) -> dict[str, data.Source]:
 
 
 def hold_small(sources: dict[str, data.Source], max_bytes: int) -> dict[str, data.Source]:
-  """The sources, those of fixed-size images decoded once into memory (uint8) while their
-  total stays within `max_bytes`, in the order given; the others stream from their files."""
+  """The sources, each held in memory by `data.in_memory` while the decoded bytes of those held
+  stay within `max_bytes`, in the order given; the others stream from their files."""
   held, out = 0, {}
   for key, source in sources.items():
-    size = data.source.decoded_bytes(source)
-    if size is not None and held + size <= max_bytes:
-      held += size
-      source = data.in_memory(source, max_bytes=size)
-    out[key] = source
+    out[key] = data.in_memory(source, max_bytes=max_bytes - held)
+    if out[key] is not source:
+      held += data.source.decoded_bytes(source)
   return out
 
 

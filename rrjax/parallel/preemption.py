@@ -54,9 +54,8 @@ class Preempted(BaseException):
     self.where, self.step = where, step
 
 
-_state = threading.local()
 _received = threading.Event()
-_depth = 0
+_depth = 0  # Open `watch()` regions.
 _deferring = 0  # Open `deferred()` regions (main thread).
 _installed = False  # Whether our SIGTERM handler is installed (single process, main thread).
 _lock = threading.Lock()
@@ -76,11 +75,9 @@ def watch():
     _received.clear()
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
     _installed = True
-  _state.watching = getattr(_state, "watching", 0) + 1
   try:
     yield
   finally:
-    _state.watching -= 1
     with _lock:
       _depth -= 1
       last = _depth == 0
@@ -111,7 +108,7 @@ def deferred():
 
 def requested() -> bool:
   """Whether to stop now: called at the same points by every process (module docstring)."""
-  if not getattr(_state, "watching", 0):
+  if not _depth:
     return False
   if multiprocess.uses_preemption_service():
     return multiprocess.reached_preemption_point()
