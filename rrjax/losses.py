@@ -14,9 +14,9 @@ the `s @ t.T` similarity matrix makes XLA gather the other devices' rows, so the
 from the whole batch rather than from each device's shard. Do not call them per shard (e.g. inside
 `shard_map`) unless per-shard negatives are what you want.
 
-Paper: Jalal et al., "Inverse problems leveraging pre-trained contrastive representations",
-NeurIPS 2021. `st` is its eq. 2 and `mse` its eq. 1; the others are the ablations (`ss`, `sum`)
-and the standard SimCLR / CLIP objectives for comparison.
+Paper: Ravula, Smyrnis, Jordan, Dimakis, "Inverse problems leveraging pre-trained contrastive
+representations", NeurIPS 2021. `st` is its eq. 2 and `mse` its eq. 1; the others are the
+ablations (`ss`, `sum`) and the standard SimCLR / CLIP objectives for comparison.
 """
 
 from typing import Callable

@@ -52,7 +52,7 @@ from rrjax import corruptions, data, errors, models
 from rrjax.config import experiments, inputs, validate, workdir as workdir_lib
 from rrjax.evaluation import probe, restoration, scoring
 from rrjax.evaluation import tasks as tasks_lib
-from rrjax.evaluation.features import Encoder
+from rrjax.evaluation.features import Draws, Encoder
 from rrjax.io import metrics
 from rrjax.outputs import report
 from rrjax.outputs import rows as rows_lib
@@ -72,7 +72,37 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   validate.validate(config, overrides)
   # SIGTERM at any stage stops every process at one point (`rrjax.parallel.preemption`).
   with preemption.watch():
-    return _train_and_evaluate(config, workdir)
+    if not config.get("seeds"):
+      return _train_and_evaluate(config, workdir)
+    return _over_seeds(config, workdir)
+
+
+def _over_seeds(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """One whole run per training seed in `<workdir>/seed_<s>`, then the rows aggregated over
+  the seeds (`rows.aggregate_seeds`) in `<workdir>`. A seed whose run finished (its
+  results.json, of the same config) is read back, so an interrupted sweep resumes at the seed
+  it stopped in, and that seed's run resumes from its checkpoints."""
+  workdir_lib.claim_workdir(config, workdir)
+  per_seed, timing = {}, {}
+  for seed in config.seeds:
+    seed_config = config.copy_and_resolve_references()
+    seed_config.seed, seed_config.seeds = int(seed), ()
+    seed_dir = os.path.join(workdir, f"seed_{seed}")
+    if workdir_lib.finished(seed_config, seed_dir):
+      logging.info("seed %d: finished earlier, reading %s/results.json", seed, seed_dir)
+      saved = json.loads((epath.Path(seed_dir) / "results.json").read_text())
+      per_seed[seed], seconds = saved["rows"], saved["timing"].get("total", 0.0)
+    else:
+      logging.info("seed %d of %s", seed, list(config.seeds))
+      start = time.perf_counter()
+      per_seed[seed] = _train_and_evaluate(seed_config, seed_dir)
+      seconds = round(time.perf_counter() - start, 1)
+    timing[f"seed_{seed}"] = seconds
+  rows = rows_lib.aggregate_seeds(per_seed)
+  report.write_results(workdir, config.to_dict(), rows, timing)
+  logging.info("wrote %s (%d cells over seeds %s)", os.path.join(workdir, "results.json"),
+               len(rows), list(config.seeds))
+  return rows
 
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -171,6 +201,7 @@ def teacher_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
   the teacher's zero-shot rows."""
   rc = exp.config
   out = []
+  clean_heads, clean_hparams = {}, {}
   with timer.stage("probe"):
     for task in exp.tasks:
       hparams = _probe_hparams(rc, [task.train.clean], task.train.labels,
@@ -180,10 +211,19 @@ def teacher_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
         idx = exp.subsets[task.name, f]
         fitted = _fit(rc, [task.train.clean[idx]], task.train.labels[idx], task.num_classes,
                       hparams)
+        clean_heads[task.name, f] = functools.partial(probe.logits, fitted)
+        clean_hparams[task.name] = hparams
         out += scored_rows(exp, "teacher_clean", task.tests, (CLEAN,), _clean_features,
-                           {f: functools.partial(probe.logits, fitted)}, probe=hparams)
+                           {f: clean_heads[task.name, f]}, probe=hparams)
   if "probe" in rc.stages:
     for task in exp.tasks:
+      # The paper's naive route: the ceiling's probes, fitted on clean images, applied to
+      # corrupted ones.
+      with timer.stage("evaluate"):
+        out += scored_rows(exp, "clean_probe_on_corrupted", task.tests, exp.ops,
+                           _features_of(run.teacher),
+                           {f: clean_heads[task.name, f] for f in exp.fractions},
+                           probe=clean_hparams[task.name])
       out += probe_rows(exp, "teacher_corrupted", run.teacher, task, timer)
       if rc.eval.get("restored", False):
         out += probe_rows(exp, "restored", run.teacher, task, timer,
@@ -221,24 +261,26 @@ def baseline_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
   if "baseline" not in rc.stages:
     return []
   task = exp.tasks[0]  # The baseline's head is in data.*'s label space.
-  out, most, backbone = [], max(exp.fractions), None
-  for f in exp.fractions:
-    with timer.stage("baseline"):
-      model, variables = baseline.train_baseline(
-          rc, os.path.join(exp.rundir, f"baseline_{f:g}"), mesh=run.mesh,
-          train_source=data.subset(run.train_source, exp.subsets[task.name, f]),
-          num_classes=task.num_classes)
-    if f == most:
-      backbone = _encoder(rc, baseline.backbone(model), variables, run.mesh)
-    fine_tuned = _encoder(rc, model, variables, run.mesh)
-    with timer.stage("evaluate"):
-      # Its features are its classifier's logits.
-      out += scored_rows(exp, "baseline", task.tests, exp.ops, _features_of(fine_tuned),
-                         {f: lambda logits: logits})
-  if "probe" in rc.stages:
-    for transfer in exp.tasks[1:]:
-      out += probe_rows(exp, "baseline", backbone, transfer, timer,
-                        backbone_label_fraction=most)
+  out, most = [], max(exp.fractions)
+  for method, encoder in baseline.rows(rc):
+    backbone = None
+    for f in exp.fractions:
+      with timer.stage("baseline"):
+        model, variables, chosen = baseline.train_baseline(
+            rc, os.path.join(exp.rundir, f"{method}_{f:g}"), mesh=run.mesh,
+            train_source=data.subset(run.train_source, exp.subsets[task.name, f]),
+            val_source=task.val.source, num_classes=task.num_classes, encoder=encoder)
+      if f == most:
+        backbone = _encoder(rc, baseline.backbone(model), variables, run.mesh)
+      fine_tuned = _encoder(rc, model, variables, run.mesh)
+      with timer.stage("evaluate"):
+        # Its features are its classifier's logits.
+        out += scored_rows(exp, method, task.tests, exp.ops, _features_of(fine_tuned),
+                           {f: lambda logits: logits}, baseline=chosen)
+    if "probe" in rc.stages:
+      for transfer in exp.tasks[1:]:
+        out += probe_rows(exp, method, backbone, transfer, timer,
+                          backbone_label_fraction=most)
   return out
 
 
@@ -253,17 +295,16 @@ def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.T
   rc = exp.config
   seen = route(exp.op_train) if route else exp.op_train
   with timer.stage("probe"):
-    keys = [jax.random.fold_in(jax.random.key(rc.seed), 1000 + d)
-            for d in range(rc.probe.feature_draws if exp.op_train.random else 1)]
-    train = [encoder.features(task.train.source, seen, k) for k in keys]
+    # A fresh draw of the training features every epoch, each computed once for every fit.
+    train = Draws(encoder, task.train.source, seen, jax.random.fold_in(jax.random.key(rc.seed),
+                                                                       1000))
     val = functools.partial(encoder.features, task.val.source, seen, jax.random.key(rc.seed + 1))
     hparams = _probe_hparams(rc, train, task.train.labels, val, task.val.labels,
                              task.num_classes)
     heads = {}
     for f in exp.fractions:
       idx = exp.subsets[task.name, f]
-      fitted = _fit(rc, [x[idx] for x in train], task.train.labels[idx], task.num_classes,
-                    hparams)
+      fitted = _fit(rc, train.subset(idx), task.train.labels[idx], task.num_classes, hparams)
       heads[f] = functools.partial(probe.logits, fitted)
   with timer.stage("evaluate"):
     return scored_rows(exp, method, task.tests, exp.ops, _features_of(encoder, route), heads,
@@ -291,7 +332,7 @@ def scored_rows(exp: Experiment, method: str, tests, ops, features: Callable,
     ops: the eval operators.
     features: `(split, op) -> (draw key -> features [N, D] of the split under op)`.
     heads: label fraction -> (features -> logits).
-    **extra: optional row fields (`probe`, `backbone_label_fraction`).
+    **extra: optional row fields (`probe`, `baseline`, `backbone_label_fraction`).
   """
   out = []
   for dataset, test in tests:

@@ -15,8 +15,9 @@ from rrjax.models import weights_io
 from tests import helpers
 from tests.models.test_clip_vit import RES, clip_dir  # noqa: F401  (a pytest fixture)
 
-METHODS = {"teacher_clean", "teacher_corrupted", "ours", "baseline"}
-PROBED = {"teacher_clean", "teacher_corrupted", "ours"}
+METHODS = {"teacher_clean", "clean_probe_on_corrupted", "teacher_corrupted", "ours",
+           "baseline"}
+PROBED = {"teacher_clean", "clean_probe_on_corrupted", "teacher_corrupted", "ours"}
 
 
 @pytest.fixture(scope="module")
@@ -247,6 +248,46 @@ def test_weights_of_another_architecture_are_refused(folder, tmp_path):
                            str(tmp_path / "run"))
   assert str(info.value) == (f"{path}: variable 'params/embed/bias' has shape (8,), the module "
                              "expects (32,); wrong architecture?")
+
+
+def test_naive_row_is_the_ceilings_probe_on_corrupted_images(folder, tmp_path):
+  # Under the identity "corruption" the clean-fitted probe on the teacher's features of the
+  # (un)corrupted test images is the ceiling itself; under a mask it is lower.
+  c = helpers.tiny_config(folder, stages=("probe",))
+  c.experiments.mask.eval.corruptions = ("identity", "mask(0.9)")
+  run.train_and_evaluate(c, str(tmp_path))
+  rows = _rows(tmp_path)
+  cell = lambda method, ev: {r["label_fraction"]: r["top1_mean"] for r in rows
+                             if r["method"] == method and r["eval_corruption"] == ev}
+  assert cell("clean_probe_on_corrupted", "identity") == cell("teacher_clean", "identity")
+  assert all(cell("clean_probe_on_corrupted", "mask(0.9)")[f] < cell("teacher_clean",
+                                                                     "identity")[f]
+             for f in c.probe.label_fractions)
+
+
+@pytest.mark.slow  # Two whole runs: `make test-slow`, which CI runs after the default suite.
+def test_seeds_are_whole_runs_aggregated_per_cell(folder, tmp_path, monkeypatch):
+  c = helpers.tiny_config(folder, stages=("train", "probe"))
+  c.seeds = (0, 1)
+  run.train_and_evaluate(c, str(tmp_path))
+  per_seed = {s: {(r["method"], r["eval_corruption"], r["label_fraction"]): r
+                  for r in _rows(tmp_path / f"seed_{s}")} for s in (0, 1)}
+  assert json.load(open(tmp_path / "seed_1" / "results.json"))["config"]["seed"] == 1
+  assert per_seed[0] != per_seed[1]  # Another seed, another run.
+  rows = _rows(tmp_path)
+  assert len(rows) == len(per_seed[0])
+  for r in rows:
+    key = (r["method"], r["eval_corruption"], r["label_fraction"])
+    means = [per_seed[s][key]["top1_mean"] for s in (0, 1)]
+    assert r["seeds"] == {"0": means[0], "1": means[1]}
+    assert r["top1_mean"] == pytest.approx(np.mean(means))
+    assert r["top1_stderr"] == pytest.approx(np.std(means, ddof=1) / np.sqrt(2))
+  report = (tmp_path / "report.md").read_text()
+  assert "mean ± standard error over 2 training seeds" in report
+  assert "ours - teacher (corrupted)" in report
+  # A finished seed is read back, not run again.
+  monkeypatch.setattr(run, "_train_and_evaluate", lambda *a: pytest.fail("ran a seed again"))
+  run.train_and_evaluate(c, str(tmp_path))
 
 
 def test_two_fresh_runs_write_the_same_results(folder, tmp_path):

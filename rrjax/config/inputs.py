@@ -17,7 +17,8 @@ The inputs, as `rrjax.run` reads them:
       download when the run prepares it (not reported here).
     A dataset that several fields read is reported once, naming them all.
   * the teacher's weights, which the student and the baseline start from and, with
-    `eval.zeroshot`, whose CLIP checkpoint holds the text tower; reported once. An experiment
+    `eval.zeroshot`, whose CLIP checkpoint holds the text tower; reported once. A baseline
+    encoder of its own (`baseline.encoder`, the paper configs' ResNet-101) or an experiment
     whose baseline starts from other weights adds those.
   * with `eval.zeroshot`, the tokenizer (`eval.zeroshot_tokenizer`; for the CLIP ResNets default
     the hub's CLIP tokenizer).
@@ -181,11 +182,30 @@ def _teachers(config) -> list[tuple[str, object]]:
   """`(field, teacher section)` of the run's teacher, then of each experiment whose baseline
   starts from other weights (an experiment that sets the teacher's name or weights)."""
   out = [("config.teacher.weights", config.teacher)]
-  for name, rc in experiments.expand(config):
-    if "baseline" in rc.stages and (rc.teacher.name, rc.teacher.weights) != (
-        config.teacher.name, config.teacher.weights):
-      out.append((f"config.experiments.{name}.teacher.weights", rc.teacher))
+  seen = {(config.teacher.name, config.teacher.weights)}
+  with_baseline = [(name, rc) for name, rc in experiments.expand(config)
+                   if "baseline" in rc.stages]
+  # The run's own baseline encoder first, named by its own field; then an experiment's that
+  # differs (an experiment that sets it, or the teacher's name or weights).
+  candidates = []
+  if with_baseline and config.baseline.get("encoder") and config.baseline.encoder.name:
+    candidates.append(("config.baseline.encoder.weights", config.baseline.encoder))
+  for name, rc in with_baseline:
+    prefix = "config." if rc is config else f"config.experiments.{name}."
+    candidates.append((prefix + "teacher.weights", rc.teacher))
+    encoder = rc.baseline.get("encoder")
+    if encoder and encoder.name:
+      candidates.append((prefix + "baseline.encoder.weights", encoder))
+  for field, section in candidates:
+    if (section.name, section.weights) not in seen:
+      seen.add((section.name, section.weights))
+      out.append((field, section))
   return out
+
+
+# Published weights files the configs name by path, and where to get them.
+_DOWNLOADS = {
+    "resnet101-63fe2227.pth": "https://download.pytorch.org/models/resnet101-63fe2227.pth"}
 
 
 def _weights_problem(field: str, section) -> tuple[str, str | None]:
@@ -202,8 +222,13 @@ def _weights_problem(field: str, section) -> tuple[str, str | None]:
                            "or pass --config.teacher.weights=<local HF CLIP directory>")
     return source, problem and f"{what}: {problem}"
   if weights:
-    if os.path.exists(weights):
+    path = os.path.expanduser(weights)
+    if os.path.exists(path):
       return weights, None
+    url = _DOWNLOADS.get(os.path.basename(path))
+    if url:
+      return weights, (f"{what}: {path} is missing (nothing is downloaded here): "
+                       f"`curl -L --create-dirs -o {path} {url}`")
     # As the weights readers say it.
     return weights, (f"{weights}: cannot read the weights file (No such file or directory)"
                      + _relative(weights))

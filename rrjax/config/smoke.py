@@ -78,6 +78,7 @@ def smoke(c: ml_collections.ConfigDict, *, keep: Sequence[str] | None = None,
     c.transfer = ml_collections.ConfigDict({first: schema.transfer_dataset(
         c.data.name, c.data.train_split, c.data.val_split, c.data.test_split,
         image_size=c.data.image_size)})
+  c.seeds = ()                    # One run.
   c.train.batch_size = 16
   c.train.steps = 2
   c.train.log_every = 1
@@ -85,8 +86,11 @@ def smoke(c: ml_collections.ConfigDict, *, keep: Sequence[str] | None = None,
   c.eval.draws = 2
   c.eval.batch_size = 32
   c.probe.epochs = 2
-  c.probe.feature_draws = 2
   c.probe.batch_size = 32
+  # The teacher's architecture, as the smoke run's encoder (the paper's ResNet-101 needs
+  # torchvision's weights and 224 px).
+  c.baseline.encoder.update(name="", weights="", resolution=0)
+  c.baseline.teacher_too = False
   c.baseline.batch_size = 16
   c.baseline.max_steps = 2
   c.baseline.log_every = 1

@@ -28,6 +28,14 @@ def validate(config, overrides=()) -> None:
       `experiments.check_overrides`.
   """
   _validate_one(config)
+  if config.get("seeds"):
+    for name in config.experiments:
+      if "seed" in config.experiments[name] or "seeds" in config.experiments[name]:
+        raise errors.UserError(f"config.experiments.{name}: an experiment of a seed sweep "
+                               "(config.seeds) cannot set its own seed or seeds")
+    if "seed" in overrides:
+      raise errors.UserError("config.seed: a seed sweep (config.seeds) sets each run's seed; "
+                             "pass --config.seeds instead")
   experiments.check_overrides(config, overrides)
   for name, sub in experiments.expand(config):
     if sub is config:
@@ -50,6 +58,12 @@ def _in_experiment(error: errors.UserError, name: str, entry) -> errors.UserErro
 
 def _validate_one(c) -> None:
   _int(c, "seed", 0)
+  seeds = c.get("seeds", ())
+  if (isinstance(seeds, (str, bytes)) or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                and s >= 0 for s in seeds)
+      or len(set(seeds)) != len(seeds) or len(seeds) == 1):
+    raise errors.UserError("config.seeds: must be () or at least two distinct integers >= 0, "
+                           f"got {seeds!r}")
   _name(c, "teacher.name", models.names())
   if c.student.name:
     _name(c, "student.name", models.names())
@@ -109,11 +123,29 @@ def _validate_one(c) -> None:
   _positive(c, "probe.lr")
   _int(c, "probe.epochs", 1)
   _int(c, "probe.batch_size", 1)
-  _int(c, "probe.feature_draws", 1)
   _int(c, "probe.min_steps", 0)
   _positive(c, "baseline.lr")
   _int(c, "baseline.batch_size", 1)
   _int(c, "baseline.max_steps", 0)
+  _int(c, "baseline.epochs", 1)
+  encoder = c.baseline.get("encoder")
+  if encoder is not None:
+    if encoder.name:
+      _name(c, "baseline.encoder.name", models.names())
+    if not isinstance(encoder.weights, str):
+      raise errors.UserError(f"config.baseline.encoder.weights: must be a string, got "
+                             f"{encoder.weights!r}")
+    _int(c, "baseline.encoder.resolution", 0)
+  if "select" in c.baseline:
+    if not isinstance(c.baseline.select, bool):
+      raise errors.UserError(f"config.baseline.select: must be True or False, got "
+                             f"{c.baseline.select!r}")
+    grid = c.baseline.lr_grid
+    if isinstance(grid, (str, bytes)) or not all(
+        isinstance(lr, numbers.Real) and not isinstance(lr, bool) and lr > 0 for lr in grid):
+      raise errors.UserError(f"config.baseline.lr_grid: must be a list of numbers > 0, got "
+                             f"{grid!r}")
+    _int(c, "baseline.val_points", 1)
   unknown = [s for s in c.stages if s not in STAGES]
   if unknown:
     raise errors.UserError(f"config.stages: unknown stage {unknown[0]!r}; allowed: "

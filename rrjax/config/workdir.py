@@ -75,6 +75,16 @@ def _check_workdir(workdir: epath.Path, current: dict) -> None:
           f"and results do not mix (fields a rerun may change: {', '.join(RERUN_MAY_CHANGE)})")
 
 
+def finished(config, workdir: str) -> bool:
+  """Whether `workdir` holds the results.json of a finished run of `config` (up to the fields
+  of `RERUN_MAY_CHANGE`): a seed of a sweep that need not run again."""
+  path = epath.Path(workdir) / "results.json"
+  if not path.exists():
+    return False
+  stored, _ = _stored_config(epath.Path(workdir))
+  return _first_difference(stored, files.to_python(config.to_dict()), "") is None
+
+
 def _stored_config(workdir: epath.Path) -> tuple[dict | None, str]:
   """The config of the run in `workdir` and the file it came from; `(None, "")` if none."""
   for name, key in ((CONFIG_FILE, None), ("results.json", "config")):

@@ -7,7 +7,7 @@ Modules: `spec` (the grammar, the registry of names, `build`), `operators` (mask
 identity, composition: what each does and how its randomness is drawn), `kernels` (the random
 draws and the mask's selection, written for XLA:CPU's speed).
 
-Paper settings (Jalal et al., NeurIPS 2021): mask 50/75/90% (`mask(0.5)`, `mask(0.75)`,
+Paper settings (Ravula et al., NeurIPS 2021): mask 50/75/90% (`mask(0.5)`, `mask(0.75)`,
 `mask(0.9)`); noise std 0.1/0.3/0.5 (`noise(0.1)` ...); blur `blur(21,5)` and `blur(37,9)`;
 unknown-severity training with `mask(0.5,0.95)` and `noise(0.1,0.3)`.
 """

@@ -7,6 +7,13 @@ The images are a `rrjax.data.Source`, streamed in eval batches (`rrjax.data.batc
 process reads its slice of each batch, uint8, made float on device), or an array in memory.
 Batch b is corrupted with `A(fold_in(key, b), batch)` on device, so each image's corruption is
 independent of the others and reproducible for the same key, batch size and device count.
+
+A probe trains on a fresh corruption draw every epoch (METHOD.md): `Draws` computes draw e of a
+split's features when an epoch first asks for it and holds it for the other fits that read it
+(the hyperparameter grid, the label fractions, which take `draws.subset(indices)`):
+
+    draws = Draws(encoder, source, A, key)          # draws(e): float32 [N, D], key fold_in(key, e)
+    probe.fit(draws.subset(idx), labels[idx], ...)  # epoch e reads draws(e)[idx]
 """
 
 import dataclasses
@@ -46,6 +53,39 @@ class Encoder:
     return extract_features(self.module, self.variables, images, corruption=corruption,
                             key=key, batch_size=self.batch_size, mesh=self.mesh,
                             num_workers=self.num_workers)
+
+
+class Draws:
+  """Corruption draws of an encoder's features of a split, computed on first use and held.
+
+  `draws(e)` is float32 `[N, D]`: the features of `source` corrupted under `fold_in(key, e)`; a
+  deterministic operator has one draw, returned for every e. Held draws cost N * D * 4 bytes
+  each (ImageNet-100 with a 512-d embedding: 260 MB a draw).
+  """
+
+  def __init__(self, encoder: Encoder, source: "data.Source", corruption: Operator,
+               key: jax.Array, *, _parent: "Draws | None" = None,
+               _index: np.ndarray | None = None):
+    self.encoder, self.source, self.corruption, self.key = encoder, source, corruption, key
+    self._parent, self._index = _parent, _index
+    self._held: dict[int, np.ndarray] = {}
+
+  def __call__(self, e: int) -> np.ndarray:
+    e = e if self.corruption.random else 0
+    if e not in self._held:
+      parent = self._parent
+      if parent is not None and e in parent._held:  # pylint: disable=protected-access
+        return parent._held[e][self._index]  # pylint: disable=protected-access
+      self._held[e] = self.encoder.features(self.source, self.corruption,
+                                            jax.random.fold_in(self.key, e))
+    return self._held[e]
+
+  def subset(self, index: np.ndarray) -> "Draws":
+    """The draws of `source[index]`: rows of the draws held here, computed for the subset
+    alone (its own images, under the same keys) where this holds none."""
+    index = np.asarray(index)
+    return Draws(self.encoder, data.subset(self.source, index), self.corruption, self.key,
+                 _parent=self, _index=index)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))

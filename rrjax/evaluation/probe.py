@@ -6,8 +6,9 @@
     top1 = scoring.top1(probe.logits(p, test_features), test_labels)    # percent
 
 The paper trains a linear layer with Adam (lr 1e-3, 10 epochs) on features of corrupted training
-images, with a fresh corruption each epoch: `fit` takes a list of feature arrays, one per
-corruption draw, and uses draw `e % len(draws)` in epoch e. Features are standardised with the
+images, with a fresh corruption each epoch: `fit` takes the draws as a function, epoch e -> its
+features (`rrjax.evaluation.features.Draws`, which computes each draw once), or as a list of
+arrays, draw `e % len(draws)` in epoch e. Features are standardised with the
 training features' per-dimension mean and std before the linear layer; that is an affine
 reparametrisation of the same linear classifier, which only improves Adam's conditioning.
 """
@@ -15,7 +16,7 @@ reparametrisation of the same linear classifier, which only improves Adam's cond
 import inspect
 import itertools
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
@@ -120,18 +121,27 @@ def _epoch(params, opt_state, features, labels, order, mean, std):
   return params, opt_state, losses.mean()
 
 
-def _draw_list(features: np.ndarray | Sequence[np.ndarray]) -> list[np.ndarray]:
-  draws = [features] if isinstance(features, (np.ndarray, jax.Array)) else list(features)
-  if not draws:
-    raise ValueError("features: got an empty list of draws")
-  shapes = {np.shape(f) for f in draws}
+Features = np.ndarray | Sequence[np.ndarray] | Callable[[int], np.ndarray]
+
+
+def _draws(features: Features) -> tuple[Callable[[int], np.ndarray], list[np.ndarray]]:
+  """`(epoch -> features, the draws the standardisation statistics are taken over)`."""
+  if callable(features):
+    first = features(0)
+    draws, stats = features, [first]
+  else:
+    stats = [features] if isinstance(features, (np.ndarray, jax.Array)) else list(features)
+    if not stats:
+      raise ValueError("features: got an empty list of draws")
+    draws = lambda e: stats[e % len(stats)]
+  shapes = {np.shape(f) for f in stats}
   if len(shapes) != 1 or len(next(iter(shapes))) != 2:
     raise ValueError(f"features must be [N, D], or a list of equally shaped [N, D] arrays, "
                      f"got shapes {sorted(shapes)}")
-  return draws
+  return draws, stats
 
 
-def fit(features: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, num_classes: int, *,
+def fit(features: Features, labels: np.ndarray, num_classes: int, *,
         lr: float = 1e-3, epochs: int = 10, batch_size: int = 256, weight_decay: float = 0.0,
         seed: int = 0, min_steps: int = 0) -> Probe:
   """Trains a linear probe with Adam on softmax cross-entropy.
@@ -140,8 +150,9 @@ def fit(features: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, num_cla
   not divide N (padded and masked, so the epoch compiles once).
 
   Args:
-    features: float `[N, D]`, or a list of them, one per corruption draw of the same images;
-      epoch e uses draw `e % len(features)` (a fresh corruption each epoch).
+    features: the corruption draws of the same images, float `[N, D]` each: a function, epoch
+      e -> its draw (a fresh corruption each epoch; `features.Draws`), or a list, draw
+      `e % len(features)` in epoch e, or one array for every epoch.
     labels: int `[N]` in [0, num_classes).
     num_classes: C.
     lr: Adam learning rate.
@@ -154,9 +165,10 @@ def fit(features: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, num_cla
       floor keeps small label fractions from being under-trained.
 
   Returns:
-    The trained `Probe`, standardising with the mean and std over all draws.
+    The trained `Probe`, standardising with the mean and std over the draws of a list, or of
+    epoch 0's draw of a function.
   """
-  draws = _draw_list(features)
+  draw_at, draws = _draws(features)
   labels = np.asarray(labels)
   _check_labels(labels, num_classes)
   n, d = draws[0].shape
@@ -185,7 +197,9 @@ def fit(features: np.ndarray | Sequence[np.ndarray], labels: np.ndarray, num_cla
   labels_device = jnp.asarray(labels, jnp.int32)
   for epoch in range(epochs):
     # One draw on device at a time; a draw already on device is not copied.
-    x = jnp.asarray(draws[epoch % len(draws)], jnp.float32)
+    x = jnp.asarray(draw_at(epoch), jnp.float32)
+    if x.shape != (n, d):
+      raise ValueError(f"features of epoch {epoch} have shape {x.shape}, epoch 0's {(n, d)}")
     order = np.full(steps * batch_size, -1, np.int32)
     order[:n] = rng.permutation(n)
     params, opt_state, loss = _epoch(params, opt_state, x, labels_device,
@@ -203,7 +217,7 @@ def configured(pc) -> dict[str, Any]:
 _GRID_KEYS = ("lr", "weight_decay", "epochs")
 
 
-def select(train_features: np.ndarray | Sequence[np.ndarray], train_labels: np.ndarray,
+def select(train_features: Features, train_labels: np.ndarray,
            val_features: np.ndarray, val_labels: np.ndarray, num_classes: int, *,
            grid: dict[str, Sequence[Any]], seed: int = 0,
            batch_size: int = 256) -> tuple[dict[str, Any], float]:

@@ -42,7 +42,7 @@ class Task:
 
 def load_split(section, split: str) -> data.Source:
   """Split `split` of the dataset of a config section with `name`, `data_dir`, `image_size`
-  (`config.data`, an entry of `config.transfer`)."""
+  (`config.data`)."""
   return data.load(section.name, split, data_dir=section.data_dir or None,
                    image_size=section.image_size or None)
 
@@ -70,9 +70,15 @@ def load_sources(config) -> dict[str, data.Source]:
       raise errors.UserError(f"config.eval.data.name: {shift.name!r} must have the classes of "
                              f"data.name {dc.name!r}, in the same order; it has "
                              f"{names(sources['shift'])}, data.name {names(sources['train'])}")
+  # A transfer dataset is measured (corrupted) at the run's measurement size unless its entry
+  # names its own: CIFAR's 32 px images are resized to ImageNet's 224 before the operator acts,
+  # as in the paper, not corrupted at 32 px and upsampled after.
+  measurement = sources["train"].image_size
   for name, tc in sorted((config.get("transfer") or {}).items()):
     for split in ("train", "val", "test"):
-      sources[f"transfer/{name}/{split}"] = load_split(tc, tc[f"{split}_split"])
+      sources[f"transfer/{name}/{split}"] = data.load(
+          tc.name, tc[f"{split}_split"], data_dir=tc.data_dir or None,
+          image_size=tc.image_size or measurement)
   return sources
 
 

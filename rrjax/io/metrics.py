@@ -94,14 +94,16 @@ def merge_runs(workdir: str | os.PathLike, names: list[str]) -> int:
   """Writes `<workdir>/metrics.jsonl`: every line of each experiment's trainings, tagged with
   `experiment`; returns the number of lines.
 
-  An experiment's lines are in `<workdir>/<name>/metrics.jsonl` (the student) and
-  `<workdir>/<name>/*/metrics.jsonl` (its baselines): two levels, no recursive glob, which
-  buckets do not support.
+  An experiment's lines are in `<workdir>/<name>/metrics.jsonl` (the student),
+  `<workdir>/<name>/*/metrics.jsonl` (its baselines) and `<workdir>/<name>/*/*/metrics.jsonl`
+  (a baseline per learning rate, `baseline.select`): three fixed levels, no recursive glob,
+  which buckets do not support.
   """
   lines = []
   for name in names:
     rundir = epath.Path(workdir, name)
-    found = [*rundir.glob("metrics.jsonl"), *rundir.glob("*/metrics.jsonl")]
+    found = [*rundir.glob("metrics.jsonl"), *rundir.glob("*/metrics.jsonl"),
+             *rundir.glob("*/*/metrics.jsonl")]
     for path in sorted(str(p) for p in found):
       for row in read_metrics(path):
         lines.append(json.dumps(dict(row, experiment=name), sort_keys=True))

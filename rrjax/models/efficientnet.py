@@ -149,16 +149,7 @@ class EfficientNetLite0(nn.Module):
     return x
 
 
-# Flax leaf name -> (state-dict suffix, conversion from the PyTorch layout).
-_LEAVES = {
-    # Convs OIHW -> HWIO; a depthwise weight (C, 1, k, k) becomes (k, k, 1, C) the same way.
-    # Linear (out, in) -> (in, out).
-    "kernel": ("weight", lambda w: np.transpose(w, (2, 3, 1, 0) if w.ndim == 4 else (1, 0))),
-    "scale": ("weight", lambda w: w),
-    "bias": ("bias", lambda w: w),
-    "mean": ("running_mean", lambda w: w),
-    "var": ("running_var", lambda w: w),
-}
+_LEAVES = weights_io.TORCH_LEAVES
 
 
 def _torch_key(path: tuple[str, ...]) -> str:
@@ -198,7 +189,7 @@ def from_torch_state_dict(state: dict[str, np.ndarray], *, source: str = "state 
   flat_shapes = {path: leaf.shape for path, leaf in traverse_util.flatten_dict(shapes).items()}
   return weights_io.match_state_dict(
       state, flat_shapes, _torch_key,
-      lambda value, leaf: _LEAVES[leaf][1](np.asarray(value, np.float32)),
+      weights_io.torch_to_flax,
       source=source, arch="EfficientNet-Lite0")
 
 

@@ -148,6 +148,24 @@ def check_safetensors_header(path: str, max_bytes: int) -> None:
                            f"{max_bytes} its tensors can need")
 
 
+# Flax leaf name -> (PyTorch state-dict suffix, conversion from the PyTorch layout), for
+# convolutional networks (torchvision's ResNets, EfficientNet-Lite0).
+TORCH_LEAVES = {
+    # Convs OIHW -> HWIO; a depthwise weight (C, 1, k, k) becomes (k, k, 1, C) the same way.
+    # Linear (out, in) -> (in, out).
+    "kernel": ("weight", lambda w: np.transpose(w, (2, 3, 1, 0) if w.ndim == 4 else (1, 0))),
+    "scale": ("weight", lambda w: w),
+    "bias": ("bias", lambda w: w),
+    "mean": ("running_mean", lambda w: w),
+    "var": ("running_var", lambda w: w),
+}
+
+
+def torch_to_flax(value, leaf: str) -> np.ndarray:
+  """A PyTorch tensor as the Flax leaf `leaf` of `TORCH_LEAVES`, float32."""
+  return TORCH_LEAVES[leaf][1](np.asarray(value, np.float32))
+
+
 def match_state_dict(state: dict, shapes: dict, torch_key, to_flax, *, source: str, arch: str,
                      prefix: str = "", adapt=None) -> dict:
   """Maps PyTorch tensors onto Flax variables by name, with a completeness and shape check.

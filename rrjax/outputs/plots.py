@@ -4,6 +4,7 @@
     plots.plot_severity(rows, f"{workdir}/severity.png")               # Figure 4's shape
     plots.plot_per_loss(rows, f"{workdir}/loss_ablation.png")          # Figure 6's shape
     plots.plot_loss(metrics_rows, f"{workdir}/loss.png")
+    plots.plot_validation(metrics_rows, f"{workdir}/validation.png")  # baselines' curves
 
 A plot without data is not written, and a stale file of that name from an earlier call is
 removed.
@@ -86,6 +87,27 @@ def plot_loss(metrics: Sequence[Mapping], path: str | os.PathLike) -> bool:
   return True
 
 
+def plot_validation(metrics: Sequence[Mapping], path: str | os.PathLike) -> bool:
+  """Validation top-1 vs step of the trainings that log it (a baseline under
+  `baseline.select`), one line per training; returns whether a plot was written."""
+  path = os.fspath(path)
+  metrics = [m for m in metrics if rows_lib.is_number(m.get("step")) and "val_top1" in m]
+  if not metrics:
+    return _skip(path)
+  runs = rows_lib.group(metrics, lambda m: (m.get("experiment") or "", m.get("run") or ""))
+  fig, (ax,) = _panels(1, width=7.2, height=4.4)
+  for (experiment, run), points in runs.items():
+    points = sorted(points, key=lambda m: m["step"])
+    ax.plot([m["step"] for m in points], [_float(m["val_top1"]) for m in points], marker=".",
+            label=f"{experiment}: {run}" if experiment else run)
+  ax.set_xlabel("step")
+  ax.set_ylabel("validation top-1 (%)")
+  ax.legend(fontsize="x-small")
+  ax.grid(alpha=0.3)
+  _save(fig, path)
+  return True
+
+
 def _errorbar(ax, method: str, xs: list[float], points: Sequence[Mapping], color: str,
               label: str) -> None:
   # The ceiling is a reference, not a competitor: dashed, and a horizontal line if it is one
@@ -100,19 +122,30 @@ def _errorbar(ax, method: str, xs: list[float], points: Sequence[Mapping], color
 
 
 def plot_label_fraction(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
-  """Top-1 vs label fraction (log x), a panel per (train, eval) corruption pair.
+  """Figure 3: top-1 vs label fraction (log x), a panel per (training run, eval corruption).
 
-  Only pairs with at least two label fractions get a panel; returns whether a plot was written.
+  Each panel has every method scored on that corruption, and the clean ceiling of the same run
+  (`teacher_clean`, scored on clean images) as a dashed line. Only panels with at least two
+  label fractions are drawn; returns whether a plot was written.
   """
   path = os.fspath(path)
-  panels = rows_lib.group(rows, lambda r: (r["dataset"], rows_lib.run_of(r), r["eval_corruption"]))
-  panels = {k: v for k, v in panels.items() if len({r["label_fraction"] for r in v}) > 1}
+  runs = rows_lib.group(rows, lambda r: (r["dataset"], rows_lib.run_of(r)))
+  panels = {}
+  for (dataset, run), run_rows in runs.items():
+    ceiling = [r for r in run_rows if r["method"] == rows_lib.CEILING]
+    for ev, ev_rows in rows_lib.group(
+        [r for r in run_rows if r["method"] != rows_lib.CEILING],
+        lambda r: r["eval_corruption"]).items():
+      if len({r["label_fraction"] for r in ev_rows}) > 1:
+        panels[dataset, run, ev] = ceiling + ev_rows
   if not panels:
     return _skip(path)
   several_datasets = len({dataset for dataset, _, _ in panels}) > 1
+  # Experiments on the same operator (a loss ablation) are told apart by name.
+  several_runs = len({(run[1], ev) for _, run, ev in panels}) < len(panels)
   colors = _colors(rows_lib.methods(rows))
-  fig, axes = _panels(len(panels))
-  for ax, ((dataset, (_, train), ev), panel_rows) in zip(axes, panels.items()):
+  fig, axes = _panels(len(panels), width=5.2, height=4.0)
+  for ax, ((dataset, (name, train), ev), panel_rows) in zip(axes, panels.items()):
     for method in rows_lib.methods(panel_rows):
       points = sorted((r for r in panel_rows if r["method"] == method),
                       key=lambda r: r["label_fraction"])
@@ -125,8 +158,10 @@ def plot_label_fraction(rows: Sequence[Mapping], path: str | os.PathLike) -> boo
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_xlabel("label fraction")
     ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{dataset}: " * several_datasets + f"train {train}, eval {ev}",
-                 fontsize="medium")
+    title = f"eval {ev}" if ev == train else f"train {train}, eval {ev}"
+    if several_runs and name:
+      title = f"{name}: {title}"
+    ax.set_title(f"{dataset}\n" * several_datasets + title, fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
   _save(fig, path)
@@ -178,10 +213,12 @@ def plot_severity(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
 
 
 def plot_per_loss(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
-  """Figure 6: top-1 of `ours` per training loss, bars grouped by eval corruption.
+  """Figure 6: top-1 of `ours` against the eval corruption, one line per training loss.
 
   A panel per (dataset, train corruption, label fraction) whose `ours` rows come from at least
-  two losses (rows carry `loss`); returns whether a plot was written.
+  two losses (rows carry `loss`). The x axis is the eval corruption's severity when every eval
+  corruption is one operator at several severities (`parse_severity`), else the corruptions in
+  order; returns whether a plot was written.
   """
   path = os.fspath(path)
   ours = [r for r in rows if r["method"] == "ours" and r.get("loss")]
@@ -190,24 +227,32 @@ def plot_per_loss(rows: Sequence[Mapping], path: str | os.PathLike) -> bool:
   panels = {k: v for k, v in panels.items() if len({r["loss"] for r in v}) > 1}
   if not panels:
     return _skip(path)
-  fig, axes = _panels(len(panels), width=6.0)
+  several_datasets = len({k[0] for k in panels}) > 1
+  colors = _colors(list(dict.fromkeys(r["loss"] for r in ours)))  # The same in every panel.
+  fig, axes = _panels(len(panels), width=5.6, height=4.0)
   for ax, ((dataset, train, fraction), panel_rows) in zip(axes, panels.items()):
-    losses = list(dict.fromkeys(r["loss"] for r in panel_rows))
     evals = list(dict.fromkeys(r["eval_corruption"] for r in panel_rows))
-    cells = {(r["loss"], r["eval_corruption"]): r for r in panel_rows}
-    width = 0.8 / len(losses)
-    for i, loss in enumerate(losses):
-      xs = [j + (i - (len(losses) - 1) / 2) * width for j, ev in enumerate(evals)
-            if (loss, ev) in cells]
-      found = [cells[loss, ev] for ev in evals if (loss, ev) in cells]
-      ax.bar(xs, [_float(r["top1_mean"]) for r in found], width,
-             yerr=[_float(r["top1_stderr"]) for r in found], capsize=2, label=loss,
-             color=f"C{i % 10}")
-    ax.set_xticks(range(len(evals)), evals, fontsize="small")
-    ax.set_ylabel("top-1 (%)")
-    ax.set_title(f"{dataset}: train {train}, {rows_lib.format_fraction(fraction)} labels, per loss",
+    severities = [parse_severity(ev) for ev in evals]
+    one_operator = (None not in severities and len({op for op, _ in severities}) == 1
+                    and len({v for _, v in severities}) == len(evals))
+    x_of = ({ev: v for ev, (_, v) in zip(evals, severities)} if one_operator
+            else {ev: i for i, ev in enumerate(evals)})
+    for loss, points in rows_lib.group(panel_rows, lambda r: r["loss"]).items():
+      points = sorted(points, key=lambda r: x_of[r["eval_corruption"]])
+      ax.errorbar([x_of[r["eval_corruption"]] for r in points],
+                  [_float(r["top1_mean"]) for r in points],
+                  yerr=[_float(r["top1_stderr"]) for r in points], marker="o", markersize=4,
+                  capsize=3, label=loss, color=colors[loss])
+    if one_operator:
+      ax.set_xlabel(f"eval {severities[0][0]} severity")
+    else:
+      ax.set_xticks(range(len(evals)), evals, fontsize="small", rotation=20)
+      ax.set_xlabel("eval corruption")
+    ax.set_ylabel("top-1 (%), ours")
+    ax.set_title(f"{dataset}\n" * several_datasets
+                 + f"train {train}, {rows_lib.format_fraction(fraction)} labels",
                  fontsize="medium")
-    ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize="small", ncols=min(len(losses), 5))
+    ax.grid(alpha=0.3)
+    ax.legend(title="loss", fontsize="small")
   _save(fig, path)
   return True

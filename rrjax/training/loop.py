@@ -16,6 +16,7 @@ service names one step at which all of them checkpoint together and stop
 (`rrjax.parallel.preemption`, which the other stages share).
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -41,10 +42,22 @@ class NonFiniteLossError(errors.UserError):
 Preempted = preemption.Preempted
 
 
+@dataclasses.dataclass
+class Validation:
+  """Model selection during training: `score(variables)` (higher is better; the same in every
+  process) every `every` steps and at the last one, each logged as `val_top1`; the best-scoring
+  state is checkpointed under `<workdir>/best` and is what `train` returns (the first best on
+  ties, so the fewest steps). After `train`, `best_step` and `best_score` say which it was."""
+  every: int
+  score: Callable[[dict], float]
+  best_step: int | None = None
+  best_score: float | None = None
+
+
 def train(state: TrainState, advance: Callable, batches_from: Callable[[int], Iterator[dict]],
           *, workdir: str, name: str, total_steps: int, batch_size: int, mesh: Mesh,
           lr_at: Callable[[int], float], log_every: int, checkpoint_every: int,
-          fields: tuple[str, ...]) -> dict:
+          fields: tuple[str, ...], validation: Validation | None = None) -> dict:
   """Trains `state` to `total_steps`, resuming from `<workdir>/checkpoints`; host variables.
 
   Args:
@@ -53,29 +66,77 @@ def train(state: TrainState, advance: Callable, batches_from: Callable[[int], It
     batches_from: `start_step -> this process's batches from that step on`.
     workdir: where the checkpoints and metrics.jsonl of this training go.
     name, total_steps, batch_size, mesh, lr_at, log_every, checkpoint_every, fields: as `fit`.
+    validation: when given, the state returned is the best on it (`Validation`), not the last.
 
   Returns:
     The trained Flax variables `{"params", "batch_stats"?}` as host arrays.
   """
   checkpointer = Checkpointer(os.path.join(workdir, "checkpoints"))
+  best = _Best(os.path.join(workdir, "best"), validation, name) if validation else None
   try:
+    template = state
     state = sharding.replicate(checkpointer.restore_or(state, name), mesh)
     start = int(jax.device_get(state.step))
+    if best is not None:
+      best.resume(template)
     with MetricsLog(os.path.join(workdir, "metrics.jsonl"), resume_step=start) as metrics:
       state = fit(state, advance, batches_from(start), name=name, total_steps=total_steps,
                   batch_size=batch_size, mesh=mesh, checkpointer=checkpointer, metrics=metrics,
                   lr_at=lr_at, log_every=log_every, checkpoint_every=checkpoint_every,
-                  fields=fields)
+                  fields=fields, best=best)
+    if best is not None:
+      if best.step is None:  # Nothing was scored (no steps to train): the state is the best.
+        best.offer(state, int(jax.device_get(state.step)), metrics=None)
+      logging.info("%s: best on validation at step %d/%d (top-1 %.2f)", name, best.step,
+                   total_steps, best.score)
+      validation.best_step, validation.best_score = best.step, best.score
+      return best.variables(template)
   finally:
     # Also when training stops (an error, SIGTERM): Orbax's threads end before the process.
     checkpointer.close()
+    if best is not None:
+      best.close()
   return jax.device_get(state.variables())
+
+
+class _Best:
+  """The best state on a `Validation` so far, checkpointed under its own directory."""
+
+  def __init__(self, directory: str, validation: Validation, name: str):
+    self.validation, self.name = validation, name
+    self.checkpointer = Checkpointer(directory, max_to_keep=1)
+    self.step, self.score = None, -math.inf
+
+  def resume(self, template: TrainState) -> None:
+    """Reads the best state of an interrupted run back, and rescores it."""
+    restored = self.checkpointer.restore_latest(template)
+    if restored is not None:
+      self.step = int(restored.step)
+      self.score = float(self.validation.score(restored.variables()))
+
+  def offer(self, state: TrainState, step: int, metrics: MetricsLog | None) -> None:
+    """Scores `state` (at `step`), logs it, and keeps it if it beats the best so far."""
+    score = float(self.validation.score(jax.device_get(state.variables())))
+    if metrics is not None:
+      metrics.write(run=self.name, step=step, val_top1=score)
+    logging.info("%s step %d: validation top-1 %.2f (best %.2f)", self.name, step, score,
+                 max(score, self.score))
+    if score > self.score:
+      _save(self.checkpointer, state, self.name, step)
+      self.step, self.score = step, score
+
+  def variables(self, template: TrainState) -> dict:
+    return jax.device_get(self.checkpointer.restore_latest(template).variables())
+
+  def close(self) -> None:
+    self.checkpointer.close()
 
 
 def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: str,
         total_steps: int, batch_size: int, mesh: Mesh, checkpointer: Checkpointer,
         metrics: MetricsLog, lr_at: Callable[[int], float], log_every: int,
-        checkpoint_every: int, fields: tuple[str, ...] = ("image", "label")) -> TrainState:
+        checkpoint_every: int, fields: tuple[str, ...] = ("image", "label"),
+        best: "_Best | None" = None) -> TrainState:
   """Runs `advance(state, global_batch) -> (state, metrics)` until `total_steps`.
 
   Args:
@@ -88,6 +149,8 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
     lr_at: the learning rate at a step, for the metrics lines.
     log_every, checkpoint_every: in steps (checkpoint_every 0: only at the end).
     fields: the batch entries the step consumes.
+    best: scores the state every `best.validation.every` steps and at the last one, keeping
+      the best (`train`'s `validation`).
 
   Raises:
     NonFiniteLossError: a logged loss, or the state about to be checkpointed, is not finite.
@@ -114,6 +177,10 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
                      total_steps, loss, speed, eta)
         metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed)
         window_start, window_step = now, step
+      if best is not None and (step % best.validation.every == 0 or step >= total_steps):
+        # Before a SIGTERM stops training here: the resumed run starts after this step.
+        best.offer(state, step, metrics)
+        _save(checkpointer, state, name, step)  # So that a resumed run never scores it twice.
       if preemption.requested():
         _save(checkpointer, state, name, step)
         logging.warning("%s: SIGTERM at step %d/%d; checkpoint saved, stopping", name, step,

@@ -12,8 +12,8 @@ from tests import helpers
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(helpers.REPO, "configs", "*.py")))
-PAPER = [n for n in CONFIGS if n not in ("demo", "demo_suite", "scale_check")]
-METHODS = {"teacher_clean", "teacher_corrupted", "ours", "baseline"}
+PAPER = [n for n in CONFIGS if n not in ("demo", "demo_suite", "digits", "scale_check")]
+METHODS = {"teacher_clean", "clean_probe_on_corrupted", "teacher_corrupted", "ours", "baseline"}
 
 
 def _module_docstring(name: str) -> str:

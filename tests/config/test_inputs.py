@@ -46,7 +46,7 @@ def test_the_paper_run_names_the_imagenet_archives_and_the_rn101_weights(bare):
   home, tfds_dir = bare
   c = _config("mask90", tfds_dir)
   lines = inputs.missing(c)
-  assert len(lines) == 2, lines
+  assert len(lines) == 3, lines
   manual = f"{tfds_dir}/downloads/manual/"
   assert lines[0] == (
       f"imagenet2012 (config.data.name 'imagenet100'): not prepared in {tfds_dir}, and "
@@ -59,10 +59,16 @@ def test_the_paper_run_names_the_imagenet_archives_and_the_rn101_weights(bare):
       f"clip_rn101 weights (config.teacher.weights ''): OpenAI's RN101.pt is not at {rn101} "
       f"(nothing is downloaded here): `curl -L --create-dirs -o {rn101} {RN101_URL}`, or pass "
       "--config.teacher.weights=<path to RN101.pt or an open_clip checkpoint>")
+  resnet = f"{home}/.cache/torch/hub/checkpoints/resnet101-63fe2227.pth"
+  assert lines[2] == (
+      "resnet101 weights (config.baseline.encoder.weights "
+      "'~/.cache/torch/hub/checkpoints/resnet101-63fe2227.pth'): "
+      f"{resnet} is missing (nothing is downloaded here): `curl -L --create-dirs -o {resnet} "
+      "https://download.pytorch.org/models/resnet101-63fe2227.pth`")
   with pytest.raises(errors.UserError) as info:
     inputs.check(c)
   assert str(info.value) == ("this run's inputs are missing:\n"
-                             f"  - {lines[0]}\n  - {lines[1]}")
+                             f"  - {lines[0]}\n  - {lines[1]}\n  - {lines[2]}")
 
 
 def test_inputs_that_are_there_are_not_named(bare):
@@ -73,6 +79,8 @@ def test_inputs_that_are_there_are_not_named(bare):
     (manual / archive).write_bytes(b"")  # Only their presence is checked.
   (home / ".cache" / "clip").mkdir(parents=True)
   (home / ".cache" / "clip" / "RN101.pt").write_bytes(b"")
+  (home / ".cache" / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+  (home / ".cache" / "torch" / "hub" / "checkpoints" / "resnet101-63fe2227.pth").write_bytes(b"")
   c = _config("mask90", tfds_dir)
   assert inputs.missing(c) == []
   inputs.check(c)
@@ -95,15 +103,17 @@ def test_a_dataset_read_by_several_fields_is_named_once(bare, tmp_path, monkeypa
   _, tfds_dir = bare
   monkeypatch.chdir(tmp_path)  # The default COVID folder, data/covid, is relative.
   lines = inputs.missing(_config("transfer", tfds_dir))
-  assert len(lines) == 3, lines  # CIFAR and STL-10 are downloaded when the run prepares them.
+  # CIFAR and STL-10 are downloaded when the run prepares them.
+  assert len(lines) == 4, lines
   assert _imagenet_line(lines).startswith(
       "imagenet2012 (config.data.name 'imagenet100', config.transfer.imagenet100b.name "
       "'imagenet100b'): not prepared")
   assert lines[1] == f"imagefolder:data/covid: no such directory (relative to {tmp_path})"
   assert lines[2].startswith("clip_rn101 weights")
+  assert lines[3].startswith("resnet101 weights (config.baseline.encoder.weights")
 
   lines = inputs.missing(_config("labelshift", tfds_dir))
-  assert len(lines) == 2, lines
+  assert len(lines) == 3, lines
   assert _imagenet_line(lines).startswith(
       "imagenet2012 (config.data.name 'imagenet100', config.eval.data.name "
       "'imagenet100_labelshift'): not prepared")
@@ -134,6 +144,8 @@ def test_hub_names_are_missing_only_while_the_hub_is_off(bare, tmp_path, monkeyp
   home, tfds_dir = bare
   (home / ".cache" / "clip").mkdir(parents=True)
   (home / ".cache" / "clip" / "RN101.pt").write_bytes(b"")
+  (home / ".cache" / "torch" / "hub" / "checkpoints").mkdir(parents=True)
+  (home / ".cache" / "torch" / "hub" / "checkpoints" / "resnet101-63fe2227.pth").write_bytes(b"")
   rn101 = _config("mask90", tfds_dir)
   vit = _config("mask90", tfds_dir)
   vit.teacher.name = "clip_vit_b32"

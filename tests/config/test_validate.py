@@ -82,18 +82,27 @@ def test_batch_not_divisible_by_the_devices_is_refused_before_compute(folder, mo
     ("probe.label_fractions", (1.5,), r"config\.probe\.label_fractions"),
     ("stages", ("train", "fly"), r"config\.stages"),
     ("train.teacher", "sometimes", r"config\.train\.teacher"),
+    ("seeds", (0,), r"config\.seeds: must be \(\) or at least two distinct"),
+    ("seeds", (1, 1), r"config\.seeds"),
+    ("seeds", (0, -2), r"config\.seeds"),
+    ("baseline.lr_grid", (1e-3, 0.0), r"config\.baseline\.lr_grid: must be a list of numbers"),
+    ("baseline.encoder.name", "vgg", r"config\.baseline\.encoder\.name: 'vgg' not one of"),
 ])
 def test_invalid_config_fails_before_compute_naming_the_field(path, value, match):
   c = helpers.load_config("demo")
   c.experiments = {}
-  section, leaf = path.rsplit(".", 1) if "." in path else (None, path)
-  (c[section] if section else c)[leaf] = value
+  *sections, leaf = path.split(".")
+  node = c
+  for section in sections:
+    node = node[section]
+  node[leaf] = value
   with pytest.raises(ValueError, match=match):
     validate.validate(c)
 
 
 def test_invalid_experiment_field_is_named_by_its_path_there():
   c = helpers.load_config("demo")
+  c.only = ""
   c.experiments = {"x": {"eval": {"corruptions": ("blur(4,1)",)}}}
   with pytest.raises(ValueError, match=r"^config\.experiments\.x\.eval\.corruptions\[0\].*odd"):
     validate.validate(c)
@@ -132,3 +141,15 @@ def test_zeroshot_needs_a_clip_teacher_before_any_compute(folder):
   c = helpers.tiny_config(folder, eval__zeroshot=True)
   with pytest.raises(ValueError, match="eval.zeroshot needs a CLIP teacher.*'tiny_cnn'"):
     validate.validate(c)
+
+
+def test_a_seed_sweep_sets_every_runs_seed():
+  c = helpers.load_config("demo", "seeds")
+  validate.validate(c)
+  c.experiments.noise05.seed = 3
+  with pytest.raises(ValueError, match=r"config\.experiments\.noise05: an experiment of a seed "
+                     r"sweep \(config\.seeds\) cannot set its own seed"):
+    validate.validate(c)
+  del c.experiments.noise05["seed"]
+  with pytest.raises(ValueError, match=r"config\.seed: a seed sweep"):
+    validate.validate(c, overrides=("seed",))

@@ -107,3 +107,37 @@ def test_encoder_features_are_extract_features(tiny, key):
   np.testing.assert_array_equal(
       encoder.features(images, op, key),
       extract_features(module, variables, images, corruption=op, key=key, batch_size=4))
+
+
+class _CountingEncoder:
+  """Stands in for an `Encoder`: features = each image's label and a key-dependent offset."""
+
+  def __init__(self):
+    self.calls = []
+
+  def features(self, images, corruption, key):
+    self.calls.append(len(images))
+    offset = float(jax.random.uniform(key))
+    return np.stack([images.labels().astype(np.float32), np.full(len(images), offset)], 1)
+
+
+def test_draws_are_computed_once_and_subsets_read_the_held_rows(tmp_path):
+  from rrjax import data
+  from rrjax.evaluation.features import Draws
+  source = data.load(f"imagefolder:{helpers.make_folder(tmp_path, classes=2, per_class=5)}",
+                     "train")
+  encoder = _CountingEncoder()
+  draws = Draws(encoder, source, corruptions.build("mask(0.5)"), jax.random.key(0))
+  first, again = draws(3), draws(3)
+  assert first is again and encoder.calls == [10]
+  assert not np.array_equal(draws(4), first)  # Another key: another draw.
+  idx = np.array([1, 4, 7])
+  sub = draws.subset(idx)
+  np.testing.assert_array_equal(sub(3), first[idx])  # Held rows, nothing computed.
+  assert encoder.calls == [10, 10]
+  sub(9)  # Not held: computed for the 3 images alone, once.
+  sub(9)
+  assert encoder.calls == [10, 10, 3]
+  # A deterministic operator has one draw, whatever the epoch.
+  fixed = Draws(encoder, source, corruptions.build("blur(3,1)"), jax.random.key(0))
+  assert fixed(0) is fixed(5)

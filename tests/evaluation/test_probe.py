@@ -114,6 +114,26 @@ def test_fit_multiple_draws():
   assert not np.allclose(one.params["kernel"], two.params["kernel"])
 
 
+def test_fit_asks_a_function_of_draws_for_a_fresh_draw_every_epoch():
+  x, y = _blobs(200, seed=0)
+  noise = np.random.default_rng(3).normal(0, 5, (8,) + x.shape).astype(np.float32)
+  asked = []
+  draw = lambda e: asked.append(e) or x + noise[e]
+  p = probe.fit(draw, y, NUM_CLASSES, lr=1e-2, epochs=8, batch_size=32)
+  assert asked == [0] + list(range(8))  # Epoch 0's draw gives the statistics, then each epoch.
+  np.testing.assert_allclose(p.mean, (x + noise[0]).mean(0), rtol=1e-5)
+  # The same draws as a list (epoch e reads draw e) train the same layer.
+  q = probe.fit(list(x + noise), y, NUM_CLASSES, lr=1e-2, epochs=8, batch_size=32)
+  z = lambda m: (np.asarray(m.params["kernel"]) / np.asarray(m.std)[:, None])
+  assert np.allclose(z(p), z(q), atol=0.1)
+  # A function returning one array every epoch is that array.
+  np.testing.assert_array_equal(
+      probe.fit(lambda e: x, y, NUM_CLASSES, epochs=2).params["kernel"],
+      probe.fit(x, y, NUM_CLASSES, epochs=2).params["kernel"])
+  with pytest.raises(ValueError, match="epoch 1 have shape"):
+    probe.fit(lambda e: x[:100 + e], y[:100], NUM_CLASSES, epochs=2)
+
+
 def test_fit_rejects_bad_labels():
   x, _ = _blobs(20, seed=0)
   with pytest.raises(ValueError, match=r"labels range \[0, 4\] not in \[0, 3\]"):

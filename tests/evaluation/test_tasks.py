@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from rrjax import errors
+from rrjax import data, errors
 from rrjax.evaluation import tasks
 from tests import helpers
 
@@ -41,3 +41,24 @@ def test_label_shift_set_must_have_the_training_classes(folders):
   c.eval.data.update(name=f"imagefolder:{folders['four']}", split="test")
   with pytest.raises(errors.UserError, match=r"config\.eval\.data\.name: .* 4 classes"):
     tasks.load_sources(c)
+
+
+def test_transfer_datasets_are_measured_at_the_runs_size_unless_they_name_theirs(tmp_path):
+  # A 16 px training set measured at 24 px and a transfer set of 40 px images: the operator
+  # must act on the transfer images at 24 px (the paper resizes CIFAR to 224 before masking),
+  # not at their native 40 px.
+  small = helpers.make_folder(tmp_path / "small", size=16)
+  large = helpers.make_folder(tmp_path / "large", classes=4, per_class=20, test_per_class=4,
+                              size=40, seed=1)
+  c = helpers.tiny_config(small)
+  c.data.image_size = 24
+  c.transfer.large = helpers.folder_dataset(large, "train[:60]", "train[60:]")
+  sources = tasks.load_sources(c)
+  assert sources["train"].image_size == 24
+  for split in ("train", "val", "test"):
+    source = sources[f"transfer/large/{split}"]
+    assert source.image_size == 24
+    batch = next(iter(data.batches(source, 2, train=False, seed=0, num_workers=0)))
+    assert batch["image"].shape[1:3] == (24, 24)
+  c.transfer.large.image_size = 32  # An entry's own size wins.
+  assert tasks.load_sources(c)["transfer/large/test"].image_size == 32

@@ -48,9 +48,11 @@ def test_metrics_log_torn_line_is_dropped_and_a_bad_line_named(tmp_path):
 def test_merge_runs_tags_every_line_with_its_experiment(tmp_path):
   helpers.write_metrics(tmp_path / "a" / "metrics.jsonl")
   helpers.write_metrics(tmp_path / "a" / "baseline_0.1" / "metrics.jsonl")
+  # A baseline per learning rate (`baseline.select`): one level deeper.
+  helpers.write_metrics(tmp_path / "b" / "baseline_1" / "lr_0.0003" / "metrics.jsonl")
   helpers.write_metrics(tmp_path / "b" / "metrics.jsonl")
-  assert metrics.merge_runs(tmp_path, ["a", "b"]) == 30
+  assert metrics.merge_runs(tmp_path, ["a", "b"]) == 40
   merged = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [m["experiment"] for m in merged] == ["a"] * 20 + ["b"] * 10
+  assert [m["experiment"] for m in merged] == ["a"] * 20 + ["b"] * 20
   assert merged[0] == {"experiment": "a", "images_per_s": 100.0, "loss": 5.0, "lr": 3e-4,
                        "run": "student[mask(0.9)]", "step": 1}

@@ -1,4 +1,4 @@
-"""Tests for the ResNet student family and the .npz weights helper.
+"""Tests for the ResNet family: shapes, the .npz weights helper, torchvision state dicts.
 
 Only ResNet-18 at 32 px is ever run; the larger models are checked through `jax.eval_shape`.
 """
@@ -8,7 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flax import traverse_util
+
+from rrjax import errors, models
 from rrjax.models import resnet, weights_io
+from rrjax.training import baseline
 
 RES = 32
 ARCHS = ("resnet18", "resnet34", "resnet50", "resnet101")
@@ -175,3 +179,39 @@ def test_registry():
   module, variables = models.load("resnet18", pretrained=False, head="logits", resolution=RES,
                                   num_classes=7, seed=3)
   assert module.apply(variables, jnp.zeros((1, RES, RES, 3))).shape == (1, 7)
+
+
+def _as_torchvision_state_dict(variables) -> dict:
+  """Flax variables of `head="logits"` back in torchvision's names and layouts."""
+  out = {}
+  for path, value in traverse_util.flatten_dict(variables).items():
+    value = np.asarray(value)
+    if path[-1] == "kernel":
+      value = np.transpose(value, (3, 2, 0, 1) if value.ndim == 4 else (1, 0))
+    out[resnet._torch_key(path)] = value
+  return out
+
+
+def test_torchvision_state_dict_maps_onto_every_variable():
+  module, variables = models.load("resnet18", pretrained=False, head="logits", seed=3)
+  state = _as_torchvision_state_dict(variables)
+  assert {"conv1.weight", "layer2.0.downsample.0.weight", "layer2.0.downsample.1.running_var",
+          "layer4.1.bn2.bias", "fc.weight"} <= set(state)
+  state["bn1.num_batches_tracked"] = np.array(7)  # Ignored, as torchvision writes it.
+  converted = resnet.from_torch_state_dict(state, "resnet18")
+  jax.tree.map(np.testing.assert_array_equal, converted, jax.device_get(variables))
+  del state["layer3.1.conv2.weight"]
+  with pytest.raises(errors.UserError, match=r"missing tensor 'layer3\.1\.conv2\.weight'"):
+    resnet.from_torch_state_dict(state, "resnet18")
+  with pytest.raises(errors.UserError, match="another architecture"):
+    resnet.from_torch_state_dict(_as_torchvision_state_dict(variables), "resnet34")
+
+
+def test_a_classifiers_backbone_is_its_pooled_features():
+  module, variables = models.load("resnet18", pretrained=False, head="logits", num_classes=4)
+  images = np.random.default_rng(0).uniform(size=(2, 32, 32, 3)).astype(np.float32)
+  features = baseline.backbone(module).apply(variables, images)
+  assert features.shape == (2, 512)
+  fc = variables["params"]["fc"]
+  np.testing.assert_allclose(np.asarray(features) @ fc["kernel"] + fc["bias"],
+                             module.apply(variables, images), rtol=1e-4, atol=1e-4)

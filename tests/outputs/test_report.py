@@ -76,7 +76,7 @@ def test_write_results_round_trip_report_and_plots(tmp_path):
   assert "## imagenet100, mask90, trained on `mask(0.9)`, loss `st`" in md
   assert "Evaluation draws per cell: 1 to 10." in md
   assert "| train | 100.2 |" in md and "| **total** | **115.2** |" in md
-  assert "probe fitted on corrupted images (naive)" in md
+  assert "probe fitted on corrupted images (a stronger naive" in md
 
   # Same inputs, same bytes.
   before = {n: (tmp_path / n).read_bytes() for n in ("results.json", "report.md")}

@@ -61,3 +61,39 @@ def test_methods_in_table_order_and_fractions_formatted():
   assert rows.methods(made) == ["teacher_clean", "ours", "baseline", "ablation_x"]
   assert [rows.format_fraction(f) for f in (0.001, 0.01, 0.05, 0.1, 1.0)] == [
       "0.1%", "1%", "5%", "10%", "100%"]
+
+
+def _cell(method, draws, **kw):
+  fields = dict(experiment="mask90", loss="st", method=method, dataset="d",
+                train_corruption="mask(0.9)", eval_corruption="mask(0.9)", label_fraction=0.1)
+  fields.update(kw)
+  return rows.make_row(draws=draws, **fields)
+
+
+def test_aggregate_seeds_is_the_mean_and_standard_error_over_seed_means():
+  per_seed = {0: [_cell("ours", [60.0, 62.0], probe={"lr": 1e-3}), _cell("baseline", [50.0])],
+              3: [_cell("ours", [70.0, 74.0], probe={"lr": 1e-2}), _cell("baseline", [55.0])],
+              5: [_cell("ours", [65.0, 65.0]), _cell("baseline", [51.0])]}
+  ours, base = rows.aggregate_seeds(per_seed)
+  means = np.array([61.0, 72.0, 65.0])
+  assert ours["top1_mean"] == pytest.approx(means.mean())
+  assert ours["top1_std"] == pytest.approx(np.std(means, ddof=1))
+  assert ours["top1_stderr"] == pytest.approx(np.std(means, ddof=1) / np.sqrt(3))
+  assert ours["seeds"] == {"0": 61.0, "3": 72.0, "5": 65.0}
+  # The draws' own spread: the mean over seeds of each seed's standard error over its draws.
+  assert ours["draw_stderr"] == pytest.approx(np.mean([1.0, 2.0, 0.0]))
+  assert ours["draws"] == [60.0, 62.0, 70.0, 74.0, 65.0, 65.0]
+  assert "probe" not in ours  # Chosen per seed: each seed's results.json keeps it.
+  # Paired over seeds: ours - baseline per seed is 11, 17, 14.
+  diff, stderr = rows.paired_difference(ours, base)
+  assert diff == pytest.approx(14.0)
+  assert stderr == pytest.approx(np.std([11.0, 17.0, 14.0], ddof=1) / np.sqrt(3))
+  rows.check_rows([ours, base])
+
+
+def test_aggregate_seeds_refuses_one_seed_and_a_missing_cell():
+  with pytest.raises(ValueError, match="at least 2"):
+    rows.aggregate_seeds({0: [_cell("ours", [1.0])]})
+  with pytest.raises(ValueError, match=r"missing from seed\(s\) \[1\]"):
+    rows.aggregate_seeds({0: [_cell("ours", [1.0]), _cell("baseline", [1.0])],
+                          1: [_cell("ours", [2.0])]})

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from rrjax import models
+from rrjax.config import embedded
 from rrjax.training import baseline
 
 
@@ -19,3 +20,38 @@ def test_baseline_backbone_is_the_fine_tuned_encoder_without_head():
                              logits, rtol=1e-5, atol=1e-5)
   with pytest.raises(TypeError, match="head"):
     baseline.backbone(encoder)
+
+
+def _config(**fields):
+  c = embedded.base()
+  for path, value in fields.items():
+    section, name = path.split("__")
+    c[section][name] = value
+  return c
+
+
+def test_baseline_trains_the_protocol_epochs_and_at_least_the_students_images():
+  c = _config(train__steps=1000, train__batch_size=64, baseline__batch_size=64,
+              baseline__epochs=25, baseline__select=True)
+  # 6,000 labelled images: 93 steps an epoch, 25 epochs = 2,325 steps > the student's 1,000.
+  assert baseline.steps_for(c, 6000) == 25 * 93
+  # 640 labelled images: 25 epochs are 250 steps; the student's 64,000 images win.
+  assert baseline.steps_for(c, 640) == 1000
+  # 40 labelled images make batches of 40: 1,600 of them to see 64,000 images.
+  assert baseline.steps_for(c, 40) == 1600
+  c.baseline.batch_size = 128  # The same images in half the steps.
+  assert baseline.steps_for(c, 640) == 500
+  c.baseline.max_steps = 7
+  assert baseline.steps_for(c, 6000) == 7
+  # Without selection on validation (the paper's fixed protocol), the epochs alone.
+  c.baseline.update(select=False, max_steps=10**9, batch_size=64)
+  assert baseline.steps_for(c, 640) == 250
+
+
+def test_learning_rates_tried_are_the_grid_only_under_select():
+  c = _config(baseline__lr=1e-3, baseline__lr_grid=(1e-4, 1e-3), baseline__select=False)
+  assert baseline.learning_rates(c) == (1e-3,)
+  c.baseline.select = True
+  assert baseline.learning_rates(c) == (1e-4, 1e-3)
+  c.baseline.lr_grid = ()
+  assert baseline.learning_rates(c) == (1e-3,)

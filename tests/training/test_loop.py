@@ -142,3 +142,51 @@ def test_train_closes_the_checkpointer_when_training_stops(tmp_path, monkeypatch
                mesh=sharding.make_mesh(1), lr_at=lambda s: 0.1, log_every=1,
                checkpoint_every=0, fields=("image",))
   assert closed == [1]
+
+
+def _toy_train(tmp_path, scores, total=6, every=2, crash_at=None):
+  """`loop.train` of a toy state whose parameter w is the step; validation scores `scores[w]`."""
+  state = train_state.TrainState.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1))
+  seen = []
+
+  def advance(st, batch):
+    del batch
+    if crash_at is not None and int(st.step) + 1 == crash_at:
+      raise RuntimeError("simulated crash")
+    return st.replace(step=st.step + 1, params={"w": st.params["w"] + 1}), {
+        "loss": jnp.float32(0.5)}
+
+  def score(variables):
+    w = int(variables["params"]["w"])
+    seen.append(w)
+    return scores[w]
+
+  validation = loop.Validation(every=every, score=score)
+  variables = loop.train(state, advance,
+                         lambda start: ({"image": np.zeros((1, 1))} for _ in range(total - start)),
+                         workdir=str(tmp_path), name="toy", total_steps=total, batch_size=1,
+                         mesh=sharding.make_mesh(1), lr_at=lambda s: 0.1, log_every=1,
+                         checkpoint_every=0, fields=("image",), validation=validation)
+  return variables, validation, seen
+
+
+def test_validation_returns_the_best_step_not_the_last(tmp_path):
+  # Scored at steps 2, 4, 6 (every 2 and the last): step 4 is best, and the first of a tie wins.
+  scores = {2: 50.0, 4: 70.0, 6: 70.0}
+  variables, validation, seen = _toy_train(tmp_path, scores)
+  assert seen == [2, 4, 6]
+  assert int(variables["params"]["w"]) == 4
+  assert (validation.best_step, validation.best_score) == (4, 70.0)
+  logged = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [(r["step"], r["val_top1"]) for r in logged if "val_top1" in r] == [
+      (2, 50.0), (4, 70.0), (6, 70.0)]
+
+
+def test_validation_resumes_with_the_best_state_of_the_interrupted_run(tmp_path):
+  scores = {2: 60.0, 4: 90.0, 6: 80.0, 8: 85.0}
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _toy_train(tmp_path, scores, total=8, crash_at=6)  # After the step-4 validation.
+  variables, validation, seen = _toy_train(tmp_path, scores, total=8)
+  # The best (step 4) is read back and rescored, then steps 6 and 8 are scored; step 4 stays.
+  assert seen == [4, 6, 8]
+  assert int(variables["params"]["w"]) == 4 and validation.best_step == 4
