@@ -68,9 +68,12 @@ def _plot(points: list[dict], path: str) -> None:
       ax.axhline(max(ref["teacher_clean"]["val_top1"].values()), color="k", ls="--", lw=1,
                  label="clean ceiling (100% labels)")
     ax.set_xscale("log")
+    steps = [p["steps"] for p in curve]
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.minorticks_off()
     ax.set_xlabel("student steps (batch 64)")
     ax.set_ylabel("validation top-1 (%)")
-    ax.set_title(f"{op}: dotted = frozen teacher on corrupted")
+    ax.set_title(f"{op} (dotted: frozen teacher, probe on corrupted)", fontsize="medium")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
   fig.savefig(path, dpi=110)
