@@ -76,13 +76,16 @@ def _check_workdir(workdir: epath.Path, current: dict) -> None:
 
 
 def finished(config, workdir: str) -> bool:
-  """Whether `workdir` holds the results.json of a finished run of `config` (up to the fields
-  of `RERUN_MAY_CHANGE`): a seed of a sweep that need not run again."""
+  """Whether `workdir` holds the results.json of a finished run of `config`: a seed of a sweep
+  that need not run again. Its config may differ in the fields of `RERUN_MAY_CHANGE` but those
+  that choose what runs (`only`, `stages`), whose results would lack rows."""
   path = epath.Path(workdir) / "results.json"
   if not path.exists():
     return False
-  stored, _ = _stored_config(epath.Path(workdir))
-  return _first_difference(stored, files.to_python(config.to_dict()), "") is None
+  stored = json.loads(path.read_text(encoding="utf-8")).get("config")
+  current = files.to_python(config.to_dict())
+  return (isinstance(stored, dict) and _first_difference(stored, current, "") is None
+          and all(stored.get(k) == current.get(k) for k in ("only", "stages", "experiments")))
 
 
 def _stored_config(workdir: epath.Path) -> tuple[dict | None, str]:

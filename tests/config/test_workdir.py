@@ -97,3 +97,17 @@ def test_rerun_may_choose_an_experiments_own_stages(folder, tmp_path):
   config.experiments.mask.train.corruption = "mask(0.9)"
   with pytest.raises(errors.UserError, match="experiments.mask.train.corruption was"):
     workdir_lib.claim_workdir(config, str(tmp_path))
+
+
+def test_a_finished_run_is_one_of_the_same_config_and_the_same_experiments(folder, tmp_path):
+  c = helpers.tiny_config(folder)
+  assert not workdir_lib.finished(c, str(tmp_path))  # Nothing there.
+  stored = json.loads(json.dumps(c.to_dict()))
+  (tmp_path / "results.json").write_text(json.dumps({"config": stored, "rows": []}))
+  assert workdir_lib.finished(c, str(tmp_path))
+  c.train.log_every = 7  # A field a rerun may change.
+  assert workdir_lib.finished(c, str(tmp_path))
+  c.only = "mask"  # What runs: its results would lack the other experiments' rows.
+  assert not workdir_lib.finished(c, str(tmp_path))
+  c.only, c.train.lr = "", 1.0
+  assert not workdir_lib.finished(c, str(tmp_path))
