@@ -252,7 +252,8 @@ def test_override_of_an_experiments_own_field_takes_effect(folder, tmp_path, mon
   assert {r["train_corruption"] for r in results["rows"]} == {"noise(0.3)"}
   assert {r["probe"]["lr"] for r in results["rows"]} == {0.01}
   assert {r["method"] for r in results["rows"]} == {"teacher_clean", "teacher_corrupted",
-                                                     "restored", "ours"}
+                                                     "clean_probe_on_corrupted", "restored",
+                                                     "ours"}
 
 
 def test_a_config_files_own_bug_keeps_its_traceback(tmp_path):

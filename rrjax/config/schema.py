@@ -26,7 +26,9 @@ TFDS imagenet2012, prepared in the TFDS data dir (`--config.data.data_dir`) or i
 
 Cost. Every stage streams its images from the dataset's files (`rrjax.data`), so host memory
 does not grow with the dataset (`benchmarks/memory.py --scaling`); per-image state is the
-features of a split (2 KB an image for RN101's 512-d embedding) and its labels. The host
+features of a split (2 KB an image for RN101's 512-d embedding) and its labels, and while the
+probes of an encoder train, one such array per corruption draw of the training split (a fresh
+draw each of the 10 epochs: 2.6 GB for ImageNet-100). The host
 decodes about 740 training views/s per core (`benchmarks/input_pipeline.py`): feeding one H100
 at 40% MFU takes about 7 cores of worker processes (`data.num_workers`). Compute, estimated
 from FLOP counts (not measured): CLIP RN101 costs about 10 GMACs a 224 px image forward, so
