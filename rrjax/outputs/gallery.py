@@ -7,9 +7,10 @@ of ours (robust student + linear probe) and of the baseline (fine-tuned end to e
 probabilities; a top-1 that is right is green, wrong red.
 
 What is reused and what is refitted:
-  * the student and the baseline are the run's last checkpoints (`<exp>/checkpoints`, and
-    `<exp>/baseline_<f>/checkpoints` for the largest label fraction f), restored as raw pytrees
-    of which only params and batch_stats are used;
+  * the student and the baseline are the run's checkpoints (`<exp>/checkpoints`, and the
+    baseline's for the largest label fraction f: `<exp>/baseline_<f>/checkpoints`, or the best
+    on validation of its chosen learning rate, `baseline_<f>/lr_<lr>/best`), restored as raw
+    pytrees of which only params and batch_stats are used;
   * the run does not store its probes, so ours' probe is refitted at the same label fraction,
     on one corruption draw of at most `--probe_images` training images, with the hyperparameters
     that results.json records for the `ours` row (the config's when none is recorded). It is a
@@ -37,6 +38,7 @@ from rrjax.evaluation import probe, tasks
 from rrjax.evaluation.features import extract_features
 from rrjax.io import files
 from rrjax.outputs import rows
+from rrjax.training import baseline as baseline_lib
 from rrjax.training import checkpoint, student
 
 
@@ -63,6 +65,16 @@ def _probe_hparams(results: dict, rc, train_corruption: str, fraction: float) ->
       hparams = {k: row["probe"][k] for k in hparams}
   return dict(hparams, epochs=int(hparams["epochs"]), batch_size=rc.probe.batch_size,
               min_steps=rc.probe.min_steps, seed=rc.seed)
+
+
+def _baseline_lr(results: dict, rc, train_corruption: str, fraction: float) -> float:
+  """The learning rate of the `baseline` row at `fraction` (chosen on validation), else the
+  config's."""
+  for row in results.get("rows", []):
+    if (row.get("method") == "baseline" and row.get("train_corruption") == train_corruption
+        and row.get("label_fraction") == fraction and row.get("baseline")):
+      return float(row["baseline"]["lr"])
+  return float(rc.baseline.lr)
 
 
 def _read_json(path: str) -> dict:
@@ -118,10 +130,11 @@ def predictions(workdir: str, experiment_name: str | None = None, *, num: int = 
 
   corrupted = np.asarray(op(jax.random.fold_in(key, 1), jnp.asarray(clean)))
   ours_logits = probe.logits(ours_probe, encoder.apply(encoder_vars, corrupted, train=False))
-  baseline_model, _ = models.load_from_config(rc.teacher, head="logits",
+  baseline_model, _ = models.load_from_config(baseline_lib.encoder_section(rc), head="logits",
                                               num_classes=num_classes)
-  baseline_vars = checkpoint.read_variables(os.path.join(rundir, f"baseline_{fraction:g}",
-                                                         "checkpoints"))
+  baseline_vars = checkpoint.read_variables(baseline_lib.checkpoint_dir(
+      rc, os.path.join(rundir, f"baseline_{fraction:g}"),
+      _baseline_lr(results, rc, str(op_train), fraction)))
   baseline_logits = baseline_model.apply(baseline_vars, corrupted, train=False)
   softmax = lambda z: np.asarray(jax.nn.softmax(jnp.asarray(z, jnp.float32), axis=-1))
   return {"clean": np.asarray(clean), "corrupted": corrupted, "labels": np.asarray(labels),

@@ -212,6 +212,14 @@ def _val_score(config, model, val_source, mesh):
   return score
 
 
+def checkpoint_dir(config, workdir: str, lr: float) -> str:
+  """Where `train_baseline(config, workdir)` keeps the variables it returned for learning rate
+  `lr`: the best state on validation under `baseline.select`, else the last checkpoint."""
+  if config.baseline.select:
+    return os.path.join(workdir, f"lr_{lr:g}", "best")
+  return os.path.join(workdir, "checkpoints")
+
+
 def backbone(model):
   """The encoder of a `head="logits"` model: the same module and variables, `head="embed"`."""
   if getattr(model, "head", None) != "logits":
