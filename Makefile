@@ -10,11 +10,13 @@ FMNIST_DIR := /usr/share/datasets/fashion-mnist
 CPU_MALLOC ?= GLIBC_TUNABLES=glibc.malloc.hugetlb=1
 RUN := $(CPU_MALLOC) $(PY)
 
-.PHONY: setup test test-slow test-reference test-scale test-hostile demo demo-seeds \
-  select-baseline learning-curve digits demo-suite smoke \
-  scale-check bench-depthwise clean
+.PHONY: setup dataset constraints try-latest test test-slow test-reference test-scale \
+  test-hostile demo encoder-demo demo-seeds select-baseline learning-curve digits demo-suite \
+  smoke scale-check bench-depthwise clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed dataset
+
+dataset:
 	@if [ ! -f $(FMNIST_DIR)/train-images-idx3-ubyte.gz ]; then \
 	  if [ "$$(id -u)" = "0" ]; then \
 	    (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist) \
@@ -24,19 +26,75 @@ setup: $(VENV)/.installed
 	  fi; \
 	fi
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+# The versions tested here (constraints.txt); setup.cfg says what rrjax needs, the constraints
+# which releases of it and of everything beneath it were tested.
+$(VENV)/.installed: setup.cfg pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -c constraints.txt
 	touch $@
+
+# Rewrites constraints.txt from a venv's `pip freeze`: .venv by default, after a change to
+# setup.cfg has been installed and tested there; `make constraints FROM=.venv-latest` adopts the
+# newest releases once `make try-latest` passes with them (then `make setup` installs them).
+FROM := $(VENV)
+constraints:
+	@test -x $(FROM)/bin/python || { echo "no $(FROM)/bin/python: make setup first"; exit 1; }
+	@{ echo "# The versions \`make setup\` installs (pip install -e '.[test]' -c constraints.txt):"; \
+	  echo "# every package of the venv the tests passed in ($$($(FROM)/bin/python -V)), so a"; \
+	  echo "# set-up next month gets what was tested. Regenerate: \`make constraints\` (pip freeze"; \
+	  echo "# of .venv; FROM=.venv-latest adopts the newest once \`make try-latest\` passes)."; \
+	  $(FROM)/bin/python -m pip freeze --exclude-editable | grep -v -i '^rrjax[=@ ]'; \
+	  } > constraints.txt.tmp
+	@grep -q '==' constraints.txt.tmp || { rm constraints.txt.tmp; echo "pip freeze failed"; exit 1; }
+	@mv constraints.txt.tmp constraints.txt
+	@echo "constraints.txt: $$(grep -c '==' constraints.txt) pins from $(FROM)"
+
+# The newest release of every dependency (no constraints.txt) in a throwaway venv: which versions
+# moved from constraints.txt, then the default tests (`make test`'s) with them. Exits non-zero
+# when a test fails; constraints.txt and .venv are left as they were. Minutes: a full install.
+LATEST_VENV := .venv-latest
+try-latest: dataset
+	rm -rf $(LATEST_VENV)
+	$(PYTHON) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LATEST_VENV)/bin/python -m pip install -q --upgrade --upgrade-strategy eager -e '.[test]'
+	@$(LATEST_VENV)/bin/python -m pip freeze --exclude-editable > $(LATEST_VENV)/versions.txt
+	@echo "== versions that differ from constraints.txt (pinned -> newest)"
+	@awk -F'==' 'function key(n) { n = tolower(n); gsub(/[-_.]+/, "-", n); return n } \
+	  FNR == NR { if (!/^#/ && NF == 2) pinned[key($$1)] = $$2; next } \
+	  NF == 2 { k = key($$1); seen[k] = 1; \
+	    if (!(k in pinned)) { print "  " $$1 ": new, " $$2; n++ } \
+	    else if (pinned[k] != $$2) { print "  " $$1 ": " pinned[k] " -> " $$2; n++ } } \
+	  END { for (k in pinned) if (!(k in seen)) { print "  " k ": " pinned[k] " -> gone"; n++ } \
+	    if (!n) print "  none" }' constraints.txt $(LATEST_VENV)/versions.txt
+	@echo "== the default tests with the newest releases"
+	@$(CPU_MALLOC) $(LATEST_VENV)/bin/python -m pytest -q -rfE; status=$$?; \
+	  if [ $$status -eq 0 ]; then \
+	    echo "try-latest: the default tests pass with the newest releases;" \
+	      "to adopt them: make constraints FROM=$(LATEST_VENV) && make setup"; \
+	  else \
+	    echo "try-latest: the default tests FAIL with the newest releases (pytest exit $$status):" \
+	      "the failures are listed above, the versions that moved before them;" \
+	      "constraints.txt still pins the tested set"; \
+	  fi; exit $$status
 
 test: setup
 	$(RUN) -m pytest -q
 
-# The embedded default: EfficientNet-Lite0 + Fashion-MNIST, offline (see README).
+# The embedded default: EfficientNet-Lite0 + Fashion-MNIST, offline (docs/embedded_default.md).
 demo: setup
 	$(RUN) -m rrjax.main --config=configs/demo.py --workdir=runs/demo
 	@cat runs/demo/report.md
+
+# The robust encoder of `make demo`'s run, exported (exports/mask90), then asked about the first
+# five test images of the demo with 90% of their pixels masked (README, "Use the robust encoder").
+encoder-demo: setup
+	$(PY) -m rrjax.export --workdir=runs/demo --experiment=mask90 --out=exports/mask90 --overwrite
+	$(PY) -m rrjax.data.write_images --data=fashion_mnist_local --split='test[:5]' \
+	  --out=runs/demo_images
+	$(PY) -m rrjax.predict --encoder=exports/mask90 --corrupt='mask(0.9)' --top_k=3 \
+	  runs/demo_images/*.png
 
 # The headline tables: both demo experiments on 3 training seeds (configs/demo.py:seeds).
 demo-seeds: setup
@@ -47,7 +105,8 @@ demo-seeds: setup
 select-baseline: setup
 	$(RUN) -m rrjax.main --config=configs/demo.py:select_baseline --workdir=runs/select_baseline
 
-# The student's learning curve on the embedded default, on the validation split (README).
+# The student's learning curve on the embedded default, on the validation split
+# (docs/embedded_default.md).
 learning-curve: setup
 	$(RUN) benchmarks/learning_curve.py --workdir=runs/learning_curve --out=docs/learning_curve
 
@@ -82,7 +141,7 @@ $(REF_VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/python -m pip install -q --upgrade pip
 	$(REF_VENV)/bin/python -m pip install -q torch==2.13.0 -e '.[test]'
-	$(REF_VENV)/bin/python -m pip install -q --no-deps open_clip_torch timm
+	$(REF_VENV)/bin/python -m pip install -q --no-deps open_clip_torch==3.3.0 timm
 	touch $@
 
 # A skipped reference test (e.g. a missing package) fails the target: it proved nothing.
@@ -108,7 +167,7 @@ bench-depthwise: setup
 	$(PY) benchmarks/depthwise.py
 
 clean:
-	rm -rf $(VENV) $(REF_VENV) build *.egg-info
+	rm -rf $(VENV) $(REF_VENV) $(LATEST_VENV) build *.egg-info
 
 # Every CPU benchmark, one after the other (numbers and commands: benchmarks/README.md). The
 # accelerator benchmark runs in its --small form, which only checks that it works here;

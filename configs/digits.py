@@ -10,8 +10,8 @@ re-chosen here: how well the recipe carries over is the question.
   make digits   # = python -m rrjax.data.mnist_digits --out=runs/mnist_digits, then
                 #   python -m rrjax.main --config=configs/digits.py --workdir=runs/digits
 
-Mask 90% and noise 0.5, one seed (`:seeds` for three); README ("A dataset it never saw") has
-the numbers and the wall time.
+Mask 90% and noise 0.5, one seed (`:seeds` for three); docs/embedded_default.md ("A dataset it
+never saw") has the numbers and the wall time.
 """
 
 from rrjax.config import embedded, smoke

@@ -12,3 +12,10 @@ checks, the workdir), `data`, `corruptions` (the operators A), `models` (encoder
 """
 
 __version__ = "0.1.0"
+
+
+def load_encoder(directory):
+  """The robust encoder exported to `directory` by `python -m rrjax.export`
+  (`rrjax.encoder.load_encoder`: `.embed(images)`, `.classify(images, top_k)`)."""
+  from rrjax import encoder  # pylint: disable=import-outside-toplevel  # JAX, on first use
+  return encoder.load_encoder(directory)

@@ -7,6 +7,9 @@ workdir, a diverged training. Its message names the bad value and says what is a
 what to do.
 """
 
+import sys
+from typing import NoReturn
+
 
 class UserError(ValueError):
   """A problem with the run's config, inputs or workdir that the user can fix."""
@@ -23,3 +26,14 @@ def quote(text, limit: int = 100) -> str:
   """`repr` of a name taken from a file (a tensor name, a dict key), cut to `limit` chars."""
   text = str(text)
   return repr(text[:limit]) + ("..." if len(text) > limit else "")
+
+
+# The exit status of every rrjax command for a user error.
+USER_ERROR_STATUS = 2
+
+
+def exit_with(program: str, message: str) -> NoReturn:
+  """Ends a command for a user error: `<program>: error: <message>` on one line of stderr, exit
+  status 2 (`rrjax.main`'s contract, for the smaller commands: export, predict, ...)."""
+  print(f"{program}: error: {one_line(message, 1000)}", file=sys.stderr)
+  sys.exit(USER_ERROR_STATUS)

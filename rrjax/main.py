@@ -134,7 +134,7 @@ def _show_tracebacks() -> bool:
 
 
 def _hint_cpu_malloc():
-  """On CPU, points at the malloc setting that `make demo` uses (README, "Performance")."""
+  """On CPU, points at the malloc setting that `make demo` uses (docs/performance.md)."""
   if (jax.default_backend() == "cpu"
       and "glibc.malloc.hugetlb" not in os.environ.get("GLIBC_TUNABLES", "")):
     logging.info("XLA:CPU runs about 20% faster on Linux with transparent huge pages for "

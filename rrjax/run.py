@@ -54,7 +54,7 @@ from rrjax.evaluation import probe, restoration, scoring
 from rrjax.evaluation import tasks as tasks_lib
 from rrjax.evaluation.features import Draws, Encoder
 from rrjax.io import metrics
-from rrjax.outputs import report
+from rrjax.outputs import products, report
 from rrjax.outputs import rows as rows_lib
 from rrjax.parallel import multiprocess, preemption, sharding
 from rrjax.training import baseline, student
@@ -244,11 +244,27 @@ def student_rows(run: Run, exp: Experiment, timer: Timer) -> list[dict]:
                                       teacher=run.teacher.module,
                                       teacher_vars=run.teacher.variables, student=module,
                                       student_vars=variables, train_source=run.train_source)
+  name, kwargs = student.architecture(rc)
+  products.save_student(exp.rundir, variables, name=name, kwargs=kwargs,
+                        measurement_size=run.train_source.image_size)
   encoder = _encoder(rc, module, variables, run.mesh)
   out = []
   if "probe" in rc.stages:
-    for task in exp.tasks:
-      out += probe_rows(exp, "ours", encoder, task, timer)
+    # data.*'s probes are the exported encoder's classifiers (`rrjax.outputs.products`).
+    task, *transfers = exp.tasks
+    hparams, fitted = fit_probes(exp, encoder, task, timer)
+    class_names = run.train_source.class_names
+    for f, p in fitted.items():
+      products.save_probe(exp.rundir, f, p, class_names, hparams)
+    dataset, test = task.tests[0]
+    with timer.stage("evaluate"):
+      products.save_examples(exp.rundir, encoder, test, exp.ops, fitted, class_names,
+                             seed=rc.seed, dataset=dataset)
+      out += scored_rows(exp, "ours", task.tests, exp.ops, _features_of(encoder),
+                         {f: functools.partial(probe.logits, p) for f, p in fitted.items()},
+                         probe=hparams)
+    for transfer in transfers:
+      out += probe_rows(exp, "ours", encoder, transfer, timer)
   if run.classifier is not None:
     out += zeroshot_rows(run, exp, "zeroshot", encoder, timer)
   return out
@@ -292,6 +308,17 @@ def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.T
 
   `route(A)`: what the encoder sees for operator A (the restored route wraps it); default A.
   """
+  hparams, fitted = fit_probes(exp, encoder, task, timer, route=route)
+  heads = {f: functools.partial(probe.logits, p) for f, p in fitted.items()}
+  with timer.stage("evaluate"):
+    return scored_rows(exp, method, task.tests, exp.ops, _features_of(encoder, route), heads,
+                       probe=hparams, backbone_label_fraction=backbone_label_fraction)
+
+
+def fit_probes(exp: Experiment, encoder: Encoder, task: tasks_lib.Task, timer: Timer, *,
+               route: Callable | None = None) -> tuple[dict, dict[float, probe.Probe]]:
+  """`(hyperparameters, label fraction -> probe)`: probes on the encoder's features of
+  corrupted training images of `task` (see `probe_rows`)."""
   rc = exp.config
   seen = route(exp.op_train) if route else exp.op_train
   with timer.stage("probe"):
@@ -301,14 +328,11 @@ def probe_rows(exp: Experiment, method: str, encoder: Encoder, task: tasks_lib.T
     val = functools.partial(encoder.features, task.val.source, seen, jax.random.key(rc.seed + 1))
     hparams = _probe_hparams(rc, train, task.train.labels, val, task.val.labels,
                              task.num_classes)
-    heads = {}
+    fitted = {}
     for f in exp.fractions:
       idx = exp.subsets[task.name, f]
-      fitted = _fit(rc, train.subset(idx), task.train.labels[idx], task.num_classes, hparams)
-      heads[f] = functools.partial(probe.logits, fitted)
-  with timer.stage("evaluate"):
-    return scored_rows(exp, method, task.tests, exp.ops, _features_of(encoder, route), heads,
-                       probe=hparams, backbone_label_fraction=backbone_label_fraction)
+      fitted[f] = _fit(rc, train.subset(idx), task.train.labels[idx], task.num_classes, hparams)
+  return hparams, fitted
 
 
 def zeroshot_rows(run: Run, exp: Experiment, method: str, encoder: Encoder,

@@ -222,7 +222,7 @@ def test_bad_dataset_is_named(folder, tmp_path, case):
       f.write("not an image")
     message = f"{name}: class folder {root}/train/cat has no images (.png, .jpg, .jpeg)"
   elif case == "corrupt":
-    helpers.make_folder(root, classes=1, per_class=2, test_per_class=1)
+    helpers.make_folder(root, classes=2, per_class=64, test_per_class=1)
     bad = os.path.join(root, "train", "class0", "bad.png")
     with open(bad, "wb") as f:
       f.write(b"\x89PNG garbage, not an image")
@@ -306,6 +306,11 @@ def test_two_fresh_runs_write_the_same_results(folder, tmp_path):
   heads = [t[:t.index('\n  "timing": ')] for t in texts]
   assert heads[0] == heads[1]
   assert json.loads(texts[0])["timing"].keys() == json.loads(texts[1])["timing"].keys()
+  # What `rrjax.export` takes home is as deterministic: the student, its probes, its examples.
+  for name in ("student.safetensors", "probe_0.1.safetensors", "probe_1.safetensors",
+               "examples.json"):
+    assert ((tmp_path / "a" / "mask" / name).read_bytes()
+            == (tmp_path / "b" / "mask" / name).read_bytes()), name
 
 
 def test_student_batch_larger_than_the_training_split_is_refused_before_compute(

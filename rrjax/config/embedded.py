@@ -13,8 +13,9 @@ import ml_collections
 from rrjax.config import schema
 
 # The baseline's learning rate, chosen on the validation split by `make select-baseline`
-# (README, "The baseline's learning rate"): of 1e-4, 3e-4 and 1e-3 at 10% labels on mask 90%,
-# 3e-4 (validation top-1 63.5 against 62.7 and 63.4); noise 0.5 takes the same rate, not swept.
+# (docs/embedded_default.md, "The baseline's learning rate"): of 1e-4, 3e-4 and 1e-3 at 10%
+# labels on mask 90%, 3e-4 (validation top-1 63.5 against 62.7 and 63.4); noise 0.5 takes the
+# same rate, not swept.
 BASELINE_LR = {"mask90": 3e-4, "noise05": 3e-4}
 
 
@@ -31,7 +32,7 @@ def base() -> ml_collections.ConfigDict:
   c.data.name = "fashion_mnist_local"
   c.data.image_size = 0           # 0 -> native (28 px): the measurement the operator acts on.
   # 4,000 training images: the baseline's protocol epochs (25; 50 for noise) on three seeds and
-  # two operators fit an afternoon on 2 CPU cores (README, "The embedded default").
+  # two operators fit an afternoon on 2 CPU cores (docs/embedded_default.md).
   c.data.train_split = "train[:4000]"
   c.data.val_split = "train[54000:55000]"
   c.data.test_split = "test[:2000]"
@@ -39,7 +40,8 @@ def base() -> ml_collections.ConfigDict:
 
   c.train.batch_size = 64
   # Chosen on the validation split from the student's learning curve
-  # (benchmarks/learning_curve.py, README "The learning curve"): most of the gain of 4,000.
+  # (benchmarks/learning_curve.py, docs/embedded_default.md "The learning curve"): most of
+  # the gain of 4,000.
   c.train.steps = 500
   c.train.log_every = 50
   c.train.checkpoint_every = 500

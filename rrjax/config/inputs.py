@@ -6,8 +6,8 @@
 The inputs, as `rrjax.run` reads them:
   * the datasets of `data.*`, `eval.data` (label shift) and `transfer.<key>`
     (`rrjax.evaluation.tasks.load_sources`), by name (`rrjax.data.catalog`):
-    - "imagefolder:<dir>": `<dir>` must exist (its split and class folders are checked when
-      the run opens it, in seconds);
+    - "imagefolder:<dir>": `<dir>` must exist (the class folders of `data.*`'s: below; its
+      images are read when the run opens it, in seconds);
     - "fashion_mnist_local": never missing (prepared, its IDX files, or else TFDS's
       fashion_mnist, downloaded when the run prepares it);
     - a TFDS dataset (and "imagenet100", "imagenet100b", "imagenet100_labelshift", which read
@@ -16,6 +16,13 @@ The inputs, as `rrjax.run` reads them:
       dataset (imagenet2012) with its archives in `<data_dir>/downloads/manual/`, any other by
       download when the run prepares it (not reported here).
     A dataset that several fields read is reported once, naming them all.
+  * the splits of `data.*` (`_splits_problem`), where their sizes are known without reading
+    an image: for an image folder (listed, no file opened) its layout has the splits' base
+    (`rrjax.data.imagefolder`), no bound is out of range, and every class has at least
+    `MIN_TRAIN_PER_CLASS` (5) training and `MIN_TEST_PER_CLASS` (1) test images; for a
+    prepared TFDS dataset, no bound is out of range. A split written for another dataset
+    (configs/demo.py's `train[:4000]`) says what fits: `configs/folder.py` for an image
+    folder, percent bounds for a TFDS dataset.
   * the teacher's weights, which the student and the baseline start from and, with
     `eval.zeroshot`, whose CLIP checkpoint holds the text tower; reported once. A baseline
     encoder of its own (`baseline.encoder`, the paper configs' ResNet-101) or an experiment
@@ -25,14 +32,15 @@ The inputs, as `rrjax.run` reads them:
 A Hugging Face hub name (a CLIP ViT's weights, a tokenizer) is downloaded on first use where it
 is not cached, so it is missing only while the hub is off (`HF_HUB_OFFLINE=1`).
 
-Nothing is downloaded, prepared, decoded or loaded: only whether files and folders exist, and
-a prepared TFDS dataset's `dataset_info.json`. Each line names the input, where it was looked
-for, and the command or URL that provides it; where a loader already says it (an image folder,
-a TFDS name, a weights file), in the loader's words.
+Nothing is downloaded, prepared, decoded or loaded: only whether files and folders exist (an
+image folder's files listed), and a prepared TFDS dataset's `dataset_info.json`. Each line
+names the input, where it was looked for, and the command or URL that provides it; where a
+loader already says it (an image folder, a TFDS name, a weights file), in the loader's words.
 """
 
 import os
 
+import numpy as np
 import tensorflow_datasets as tfds
 
 from rrjax import errors, models
@@ -41,6 +49,13 @@ from rrjax.data import catalog, imagefolder, imagenet_subsets, splits
 from rrjax.models import clip_resnet
 
 IMAGENET = imagenet_subsets.BASE
+SPLIT_FIELDS = ("train_split", "val_split", "test_split")
+# What every class of an image folder read as `data.*` needs after splitting: images to fit a
+# probe and a baseline on, and one to be scored on.
+MIN_TRAIN_PER_CLASS = 5
+MIN_TEST_PER_CLASS = 1
+# The config that reads any image folder (either layout) and splits it by fractions.
+FOLDER_CONFIG = "configs/folder.py"
 IMAGENET_URL = "https://image-net.org/download-images"
 # The archive of each imagenet2012 split that TFDS's builder reads from its manual dir.
 IMAGENET_ARCHIVES = {"train": "ILSVRC2012_img_train.tar",
@@ -74,6 +89,12 @@ def missing(config) -> list[str]:
     line = _dataset_problem(name, data_dir, fields, bases)
     if line:
       found.setdefault(("data", name, data_dir), line)
+  dc = config.data
+  dataset = IMAGENET if dc.name in imagenet_subsets.NAMES else dc.name
+  if ("data", dataset, dc.data_dir or None) not in found:
+    line = _splits_problem(dc)
+    if line:
+      found[("splits", dc.name)] = line
   for field, section in _teachers(config):
     key, line = _weights_problem(field, section)
     if line:
@@ -175,6 +196,80 @@ def _dataset_problem(name: str, data_dir: str | None, fields: list[str],
           f"{manual}/: {instructions}; then run {build}")
 
 
+def _splits_problem(dc) -> str | None:
+  """The line of the run's dataset (`config.data`, section `dc`) when its splits do not fit it,
+  else None: a bound out of range (an image folder, a prepared TFDS dataset) or, for an image
+  folder, a split its layout lacks, a bad folder, or a class with too few images after
+  splitting (`MIN_TRAIN_PER_CLASS`, `MIN_TEST_PER_CLASS`)."""
+  if dc.name.startswith(imagefolder.PREFIX):
+    return _image_folder_problem(dc)
+  if dc.name == catalog.FASHION_MNIST_LOCAL or dc.name in imagenet_subsets.NAMES:
+    return None  # Their split sizes are known once they are opened.
+  try:
+    builder = tfds.builder(dc.name, data_dir=dc.data_dir or None)
+  except tfds.core.registered.DatasetNotFoundError:
+    return None  # Reported as missing.
+  if not builder.is_prepared():
+    return None  # Its splits are checked when the run has prepared it.
+  for field in SPLIT_FIELDS:
+    split = splits.parse(dc[field])
+    if split.base not in builder.info.splits:
+      continue  # Reported as missing.
+    try:
+      split.indices(builder.info.splits[split.base].num_examples)
+    except errors.UserError as e:
+      return (f"{dc.name} (config.data.{field}): {e}; bounds in percent, such as "
+              f"'{split.base}[:80%]', fit any size")
+  return None
+
+
+def _image_folder_problem(dc) -> str | None:
+  """`_splits_problem` of an image folder: its layout, the bounds of the splits, and the images
+  of every class in the training and test splits."""
+  root = dc.name[len(imagefolder.PREFIX):]
+  if not os.path.isdir(root):
+    return None  # Reported as missing.
+  # For a config whose splits were written for another dataset (configs/demo.py's absolute
+  # bounds, split folders) rather than fractions of this folder.
+  hint = (f"; for your own image folder use --config={FOLDER_CONFIG}:{root}, which reads "
+          "either layout and splits it by fractions")
+  listings, counts = {}, {}
+  for field in SPLIT_FIELDS:
+    split = splits.parse(dc[field])
+    try:
+      if split.base not in listings:
+        listings[split.base] = imagefolder.listing(root, split.base)
+    except errors.UserError as e:
+      if _other_layout(root, split.base):
+        return f"{e} (config.data.{field} {dc[field]!r}){hint}"
+      return str(e)
+    classes, files = listings[split.base]
+    try:
+      positions = split.indices(len(files))
+    except errors.UserError as e:
+      return f"{dc.name}: {e} (config.data.{field})" + ("" if split.percent else hint)
+    counts[field] = np.bincount([files[p][1] for p in positions], minlength=len(classes))
+  images = lambda n, word: f"{n} {word} image{'' if n == 1 else 's'}"
+  short = [f"class {classes[c]!r}: {images(counts[field][c], word)}"
+           for field, need, word in (("train_split", MIN_TRAIN_PER_CLASS, "training"),
+                                     ("test_split", MIN_TEST_PER_CLASS, "test"))
+           for c in np.flatnonzero(counts[field] < need)]
+  if not short:
+    return None
+  shown = ", ".join(short[:3]) + (f" and {len(short) - 3} more" if len(short) > 3 else "")
+  return (f"{dc.name}: too few images per class after splitting (config.data.train_split "
+          f"{dc.train_split!r}, test_split {dc.test_split!r}): {shown}; every class needs "
+          f"at least {MIN_TRAIN_PER_CLASS} training images and {MIN_TEST_PER_CLASS} test image: "
+          "add images to its class folder")
+
+
+def _other_layout(root: str, base: str) -> bool:
+  """Whether image folder `root` holds folders, but in the other layout than split `base`'s."""
+  return (base in imagefolder.SPLITS and base not in imagefolder.layout_splits(root)
+          and any(os.path.isdir(os.path.join(root, d)) for d in os.listdir(root)
+                  if not d.startswith(".")))
+
+
 # ----------------------------------------------------------------------------- weights
 
 
@@ -213,6 +308,10 @@ def _weights_problem(field: str, section) -> tuple[str, str | None]:
   whose weights are the config field `field`."""
   name, weights = section.name, section.weights
   what = f"{name} weights ({field} {weights!r})"
+  if models.is_hub_name(name):
+    from rrjax.models import hub  # pylint: disable=import-outside-toplevel
+    problem = hub.problem(name, weights)
+    return f"{name} {weights}", problem and f"{what}: {problem}"
   if weights == "random":
     return "random", None
   if name in models.WITH_TEXT_TOWER and name not in clip_resnet.ARCHS:

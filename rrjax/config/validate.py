@@ -64,9 +64,9 @@ def _validate_one(c) -> None:
       or len(set(seeds)) != len(seeds) or len(seeds) == 1):
     raise errors.UserError("config.seeds: must be () or at least two distinct integers >= 0, "
                            f"got {seeds!r}")
-  _name(c, "teacher.name", models.names())
+  _encoder(c, "teacher.name")
   if c.student.name:
-    _name(c, "student.name", models.names())
+    _encoder(c, "student.name")
   _int(c, "data.image_size", 0)
   _int(c, "data.num_workers", -1)
   _int(c, "data.cache_mb", 0)
@@ -131,7 +131,7 @@ def _validate_one(c) -> None:
   encoder = c.baseline.get("encoder")
   if encoder is not None:
     if encoder.name:
-      _name(c, "baseline.encoder.name", models.names())
+      _encoder(c, "baseline.encoder.name")
     if not isinstance(encoder.weights, str):
       raise errors.UserError(f"config.baseline.encoder.weights: must be a string, got "
                              f"{encoder.weights!r}")
@@ -179,6 +179,18 @@ def _name(c, path, allowed):
   value = _get(c, path)
   if value not in allowed:
     raise errors.UserError(f"config.{path}: {value!r} not one of {', '.join(map(str, allowed))}")
+
+
+def _encoder(c, path):
+  """An encoder's name: a registered one, or a hub name (`rrjax.models.hub`), parsed here."""
+  value = _get(c, path)
+  if not models.is_hub_name(value):
+    _name(c, path, models.names())
+    return
+  try:
+    models.info(value)
+  except errors.UserError as e:
+    raise errors.UserError(f"config.{path}: {e}") from None
 
 
 def _str(c, path):

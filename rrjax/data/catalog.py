@@ -4,7 +4,8 @@ Names:
   * "fashion_mnist_local": Fashion-MNIST prepared from the local Debian IDX files by the TFDS
     builder in `fashion_mnist_local.py` (no download, no TensorFlow). Where it is not prepared
     yet and the IDX files are absent, TFDS's own "fashion_mnist" is used instead, with a warning.
-  * "imagefolder:<dir>": a user's images, `<dir>/{train,test}/<class>/*` (`imagefolder.py`).
+  * "imagefolder:<dir>": a user's images, `<dir>/{train,test}/<class>/*` (splits "train",
+    "test") or `<dir>/<class>/*` (split "all") (`imagefolder.py`, `configs/folder.py`).
   * "imagenet100", "imagenet100b", "imagenet100_labelshift": class subsets of TFDS imagenet2012
     relabelled 0..99: the paper's ImageNet-100 (CMC classes), ImageNet-100B and the label-shift
     set of its Table 3 (`imagenet_subsets.py`).
@@ -28,8 +29,9 @@ def load(name: str, split: str, *, data_dir: str | None = None,
 
   Args:
     name: see the module docstring.
-    split: "train" or "test" (TFDS datasets: any of their splits, e.g. "validation"),
-      optionally sliced TFDS-style: "train[:90%]", "train[90%:]", "test[:1000]" (`splits.py`).
+    split: "train" or "test" (TFDS datasets: any of their splits, e.g. "validation"; an image
+      folder without split folders: "all"), optionally sliced TFDS-style: "train[:90%]",
+      "train[90%:]", "test[:1000]", "all[80%:]" (`splits.py`).
     data_dir: TFDS data directory (default: `TFDS_DATA_DIR`, else ~/tensorflow_datasets);
       unused by image folders.
     image_size: measurement resolution S of the views; default the native size, or

@@ -15,6 +15,7 @@ reparametrisation of the same linear classifier, which only improves Adam's cond
 
 import inspect
 import itertools
+import json
 import math
 from typing import Any, Callable, Sequence
 
@@ -26,7 +27,9 @@ import numpy as np
 import optax
 from absl import logging
 
+from rrjax import errors
 from rrjax.evaluation import scoring
+from rrjax.models import weights_io
 
 # Keeps the division finite for a constant feature dimension (e.g. a dead ReLU unit).
 _MIN_STD = 1e-6
@@ -254,3 +257,60 @@ def select(train_features: Features, train_labels: np.ndarray,
     if val_accuracy > best_accuracy:
       best, best_accuracy = point, val_accuracy
   return best, best_accuracy
+
+
+# ----------------------------------------------------------------------------- saved probes
+
+PROBE_FORMAT = "rrjax-probe"
+
+
+def save(path: str, probe: Probe, class_names: Sequence[str], **metadata) -> None:
+  """Writes `probe` to a `.safetensors` file: `kernel` `[D, C]`, `bias` `[C]`, `mean` and
+  `std` `[D]`, with the class names (label i is `class_names[i]`) and `metadata` (strings or
+  JSON-able values, e.g. the label fraction and hyperparameters) in its header. Atomic."""
+  tensors = {"kernel": probe.params["kernel"], "bias": probe.params["bias"],
+             "mean": probe.mean, "std": probe.std}
+  if len(class_names) != np.shape(probe.params["bias"])[-1]:
+    raise ValueError(f"{len(class_names)} class names for a probe of "
+                     f"{np.shape(probe.params['bias'])[-1]} classes")
+  header = {"format": PROBE_FORMAT, "class_names": json.dumps(list(class_names)),
+            **{k: json.dumps(v) for k, v in metadata.items()}}
+  weights_io.save_safetensors(path, {k: np.asarray(v, np.float32) for k, v in tensors.items()},
+                              metadata=header)
+
+
+def load(path: str) -> tuple[Probe, list[str], dict[str, Any]]:
+  """`(probe, class names, metadata)` of a file written by `save`, read as data.
+
+  Raises:
+    rrjax.errors.UserError: naming the file, when it is not a readable probe file (missing,
+      foreign, or with tensors of inconsistent shapes).
+  """
+  tensors, header = weights_io.read_safetensors(path, max_header_bytes=1 << 20)
+
+  def bad(problem: str):
+    return errors.UserError(f"{path}: not a probe written by rrjax ({problem})")
+
+  if header.get("format") != PROBE_FORMAT:
+    raise bad(f"its header's format is {errors.quote(header.get('format'))}, "
+              f"not {PROBE_FORMAT!r}")
+  try:
+    decoded = {k: json.loads(v) for k, v in header.items() if k != "format"}
+  except ValueError as e:
+    raise bad(f"a header value is not JSON: {e}") from None
+  names = decoded.pop("class_names", None)
+  if sorted(tensors) != ["bias", "kernel", "mean", "std"]:
+    raise bad(f"tensors {sorted(tensors)[:6]}, expected bias, kernel, mean, std")
+  kernel, bias, mean, std = (np.asarray(tensors[k]) for k in ("kernel", "bias", "mean", "std"))
+  if (kernel.ndim != 2 or bias.shape != kernel.shape[1:] or mean.shape != kernel.shape[:1]
+      or std.shape != mean.shape or any(t.dtype.kind != "f" for t in (kernel, bias, mean, std))
+      or not all(np.isfinite(t).all() for t in (kernel, bias, mean, std)) or (std <= 0).any()):
+    raise bad(f"inconsistent tensors: kernel {kernel.shape}, bias {bias.shape}, "
+              f"mean {mean.shape}, std {std.shape}")
+  if not (isinstance(names, list) and len(names) == bias.shape[0]
+          and all(isinstance(n, str) for n in names)):
+    raise bad(f"its header lacks the {bias.shape[0]} class names")
+  probe = Probe(params={"kernel": jnp.asarray(kernel, jnp.float32),
+                        "bias": jnp.asarray(bias, jnp.float32)},
+                mean=jnp.asarray(mean, jnp.float32), std=jnp.asarray(std, jnp.float32))
+  return probe, names, decoded

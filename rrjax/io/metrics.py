@@ -1,15 +1,26 @@
-"""The metrics log: one JSON line per logged training step, resumable.
+"""The metrics log: one JSON line per logged training step, resumable, and its TensorBoard view.
 
     with MetricsLog(f"{workdir}/metrics.jsonl", resume_step=start) as log:
       log.write(step=step, run="student[mask(0.9)]", loss=loss, lr=lr, images_per_s=speed)
     rows = read_metrics(f"{workdir}/metrics.jsonl")
+
+Beside a local metrics.jsonl the same log writes a TensorBoard event file
+(`events.out.tfevents.*`, tensorboardX's writer: no TensorFlow), so `tensorboard --logdir runs/`
+shows each training as a run named by its directory (`demo/mask90`,
+`demo/mask90/baseline_0.1`) and each numeric field as the tag `<run field>/<field>`
+(`student[mask(0.9)]/loss`).
 """
 
 import json
 import math
 import os
+import time
 
+from absl import logging
 from etils import epath
+from tensorboardX.event_file_writer import EventsWriter
+from tensorboardX.proto.event_pb2 import Event, SessionLog
+from tensorboardX.proto.summary_pb2 import Summary
 
 from rrjax import errors
 from rrjax.io import files
@@ -25,11 +36,15 @@ class MetricsLog:
   (`merge_runs` gathers a run's). A local file is appended to, and a line cut short by a crash
   is dropped when read; a bucket object cannot be appended to, so it is rewritten whole at each
   line. On processes other than the leader it reads and writes nothing.
+
+  A local log also writes each line's numeric fields to a TensorBoard event file in the same
+  directory (`_EventFile`), where the resumed steps replace the old ones in the same way. A
+  bucket gets no event file: metrics.jsonl there holds every value.
   """
 
   def __init__(self, path: str | os.PathLike, resume_step: int = 0):
     self.path = os.fspath(path)
-    self._file = self._lines = None
+    self._file = self._lines = self._events = None
     if not multiprocess.is_leader():
       return
     kept = [line + "\n" for line, row in _metrics_lines(self.path)
@@ -37,16 +52,21 @@ class MetricsLog:
     files.atomic_write(self.path, "".join(kept))
     if files.is_local(self.path):
       self._file = open(self.path, "a", encoding="utf-8")
+      self._events = _EventFile(os.path.dirname(os.path.abspath(self.path)), resume_step)
     else:
       self._lines = kept
+      logging.log_first_n(logging.INFO, "No TensorBoard events for %s: they are written only "
+                          "beside a local metrics.jsonl, which holds the same values", 1,
+                          self.path)
 
   def write(self, step: int, **fields) -> None:
-    """Appends `{"step": step, **fields}` and flushes it to the OS."""
-    row = {"step": step, **fields}
-    line = json.dumps(files.to_python(row), allow_nan=False) + "\n"
+    """Appends `{"step": step, **fields}` and flushes it to the OS (the event file to disk)."""
+    row = files.to_python({"step": step, **fields})
+    line = json.dumps(row, allow_nan=False) + "\n"
     if self._file is not None:
       self._file.write(line)
       self._file.flush()
+      self._events.write(row)
     elif self._lines is not None:
       self._lines.append(line)
       files.atomic_write(self.path, "".join(self._lines))
@@ -54,12 +74,54 @@ class MetricsLog:
   def close(self) -> None:
     if self._file is not None:
       self._file.close()
+      self._events.close()
 
   def __enter__(self) -> "MetricsLog":
     return self
 
   def __exit__(self, *exc) -> None:
     self.close()
+
+
+class _EventFile:
+  """A TensorBoard event file of scalars: one event per metrics line, tags `<run>/<field>`.
+
+  Every field that is a number becomes a scalar: not a bool, nor a string or a list, nor a
+  non-finite float (`files.to_python` has made those None). The run field, a string, prefixes
+  the tags, which become TensorBoard's tag groups; tags are written as given, without the
+  TensorFlow op-name cleaning that would turn `student[mask(0.9)]` into `student_mask_0.9__`.
+
+  Resumption: the file starts with a SessionLog START event at `resume_step + 1`, what
+  tensorboardX's `SummaryWriter(purge_step=resume_step + 1)` writes, so TensorBoard drops the
+  steps after `resume_step` of the earlier files in the directory and shows the rerun ones: the
+  lines metrics.jsonl keeps. The events go through tensorboardX's synchronous `EventsWriter`,
+  not `SummaryWriter`, whose writer thread may not have written an event yet when its `flush()`
+  returns: here a line is on disk (fsynced) when `write` returns, so `kill -9` loses none.
+  """
+
+  def __init__(self, directory: str, resume_step: int):
+    # EventsWriter names the file by the second it opened it (and the host); two files opened in
+    # the same second would share a name, and the later would truncate the earlier. The
+    # nanosecond suffix keeps them apart and sorts them by age, the order TensorBoard reads them.
+    self._writer = EventsWriter(os.path.join(directory, "events"), f".{time.time_ns()}")
+    self._writer.write_event(Event(step=resume_step + 1, wall_time=time.time(),
+                                   session_log=SessionLog(status=SessionLog.START)))
+    self._writer.flush()
+
+  def write(self, row: dict) -> None:
+    run = row.get("run")
+    prefix = f"{run}/" if isinstance(run, str) else ""
+    values = [Summary.Value(tag=prefix + name, simple_value=value)
+              for name, value in row.items()
+              if name not in ("step", "run") and isinstance(value, (int, float))
+              and not isinstance(value, bool)]
+    if values:
+      self._writer.write_event(Event(step=row["step"], wall_time=time.time(),
+                                     summary=Summary(value=values)))
+      self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
 
 
 def _metrics_lines(path: str) -> list[tuple[str, dict]]:

@@ -22,6 +22,12 @@ of variables serves both precisions.
 
 Builders register themselves with `@register(name, native_resolution=..., embed_dim=...)`; the
 registry stays open for later families (CLIP towers).
+
+Published CLIP towers are also named by where they are published (`rrjax.models.hub`), for any
+field that names an encoder (`teacher.name`, `baseline.encoder.name`, ...):
+
+    load("open_clip:ViT-B-16", weights="laion2b_s34b_b88k")   # open_clip's pretrained tag
+    load("hf:openai/clip-vit-base-patch16")                    # a Hugging Face repository
 """
 
 import dataclasses
@@ -40,11 +46,15 @@ _REGISTRY: dict[str, "Entry"] = {}
 
 @dataclasses.dataclass(frozen=True)
 class Entry:
-  """A registered encoder: `builder(pretrained, head, weights, **kw) -> (module, variables)`."""
+  """A registered encoder: `builder(pretrained, head, weights, **kw) -> (module, variables)`.
+
+  `native_resolution` and `embed_dim` are None where only the weights tell (a Hugging Face
+  repository named by `hf:`).
+  """
   name: str
   builder: Callable[..., tuple[Any, Any]]
-  native_resolution: int
-  embed_dim: int
+  native_resolution: int | None
+  embed_dim: int | None
   has_pretrained: bool
 
 
@@ -63,6 +73,13 @@ _LAZY = {"clip_vit_b32": "clip_vit", "clip_vit_b16": "clip_vit", "clip_vit_l14":
          "clip_rn50": "clip_resnet", "clip_rn101": "clip_resnet"}
 # Encoders whose checkpoints hold a CLIP text tower (`rrjax.evaluation.zeroshot`'s teachers).
 WITH_TEXT_TOWER = tuple(sorted(_LAZY))
+# Names of published towers, `<prefix><where>` (`rrjax.models.hub`): not registered, parsed.
+HUB_PREFIXES = ("open_clip:", "hf:")
+
+
+def is_hub_name(name) -> bool:
+  """Whether `name` names a published tower by where it is published (`rrjax.models.hub`)."""
+  return isinstance(name, str) and name.startswith(HUB_PREFIXES)
 
 
 def names() -> list[str]:
@@ -72,12 +89,20 @@ def names() -> list[str]:
 
 
 def info(name: str) -> Entry:
-  """The registry entry (native resolution, embedding size) of `name`."""
+  """The registry entry (native resolution, embedding size) of `name`.
+
+  A hub name (`is_hub_name`) is parsed, not looked up: its spelling errors raise here, before
+  anything is read or downloaded.
+  """
+  if is_hub_name(name):
+    from rrjax.models import hub  # pylint: disable=import-outside-toplevel
+    return hub.entry(name)
   _import_builtin()
   if name not in _REGISTRY and name in _LAZY:
     importlib.import_module(f"rrjax.models.{_LAZY[name]}")
   if name not in _REGISTRY:
-    raise errors.UserError(f"unknown encoder {name!r}; known: {', '.join(names())}")
+    raise errors.UserError(f"unknown encoder {name!r}; known: {', '.join(names())}, or "
+                           "open_clip:<model> / hf:<org>/<repository>")
   return _REGISTRY[name]
 
 
@@ -86,7 +111,7 @@ def load(name: str, pretrained: bool = True, head: str = "embed", *, weights: st
   """Builds encoder `name` and its variables.
 
   Args:
-    name: a registered encoder name (see `names()`).
+    name: a registered encoder name (see `names()`), or a hub name (`rrjax.models.hub`).
     pretrained: load the packaged or published weights (or `weights` when given); otherwise a
       random initialisation (seeded by `kwargs["seed"]`, default 0).
     head: "embed" for the `[B, D]` embedding, "logits" for the checkpoint's classifier output.
@@ -144,7 +169,8 @@ def load_from_config(section, head: str = "embed", **kwargs):
   """The encoder of a config section with fields `name`, `weights`, `resolution`.
 
   `weights`: "" for the packaged or published weights, "random" for a random initialisation
-  (tests and smoke runs), else a path to a weights file or directory. `kwargs` go to `load`,
+  (tests and smoke runs), else a path to a weights file or directory (for `open_clip:` names
+  also a pretrained tag, `rrjax.models.hub`). `kwargs` go to `load`,
   e.g. `dtype=config.train.compute_dtype`.
   """
   if section.resolution:

@@ -196,13 +196,22 @@ def _torch_key(path: tuple[str, ...]) -> str:
   return ".".join(parts + [_LEAVES[leaf]])
 
 
+def _layout(leaf: str, ndim: int) -> str:
+  """The `weights_io.LAYOUTS` entry of Flax leaf `leaf`: kernels of convs (4-d) and of Linear
+  layers change layout; everything else keeps its own."""
+  return "copy" if leaf != "kernel" else "conv" if ndim == 4 else "linear"
+
+
 def _to_flax(value: np.ndarray, leaf: str) -> np.ndarray:
-  """A tensor for Flax leaf `leaf`, as float32: kernels of convs OIHW -> HWIO and of Linear
-  layers (out, in) -> (in, out); everything else keeps its layout."""
+  """A PyTorch tensor for Flax leaf `leaf`, as float32 (OIHW -> HWIO, (out, in) -> (in, out))."""
   value = np.asarray(value, np.float32)
-  if leaf != "kernel":
-    return value
-  return np.transpose(value, (2, 3, 1, 0)) if value.ndim == 4 else value.T
+  return weights_io.LAYOUTS[_layout(leaf, value.ndim)][0](value)
+
+
+def _to_torch(value: np.ndarray, leaf: str) -> np.ndarray:
+  """Flax leaf `leaf` as its PyTorch tensor: the inverse of `_to_flax`."""
+  value = np.asarray(value, np.float32)
+  return weights_io.LAYOUTS[_layout(leaf, value.ndim)][1](value)
 
 
 def visual_tensors(state: dict[str, np.ndarray], source: str = "state dict") -> dict:

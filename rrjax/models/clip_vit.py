@@ -155,6 +155,14 @@ def arch_of(config: CLIPVisionConfig) -> tuple[tuple[str, Any], ...]:
   return tuple((field, getattr(config, field)) for field in _ARCH_FIELDS)
 
 
+def param_shapes(config: CLIPVisionConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Flat `{path: shape}` of `VisionWithProjection(config)`'s params, from tracing alone."""
+  pixels = jnp.zeros((1, config.image_size, config.image_size, config.num_channels))
+  tree = jax.eval_shape(VisionWithProjection(config).init, jax.random.key(0), pixels)
+  return {path: tuple(leaf.shape)
+          for path, leaf in traverse_util.flatten_dict(tree["params"]).items()}
+
+
 # Files transformers may open in a local HF directory (weights, their shard indexes, configs,
 # tokenizer); `check_local_source` checks each one that is there.
 _HF_FILES = ("config.json", "flax_model.msgpack", "flax_model.msgpack.index.json",
@@ -471,15 +479,26 @@ def _build(name: str, pretrained: bool, head: str, weights: str | None = None, *
     raise errors.UserError("config= only shapes random initialisations; loaded weights bring "
                            "their own config")
   if source is None:
-    config = CLIPVisionConfig(**{**ARCHS[name], **kwargs.get("config", {})})
-  else:
-    config, params = load_vision_tower(os.fspath(source))
+    config = CLIPVisionConfig(**{**ARCHS[name], **kwargs.pop("config", {})})
+    return encoder(config, None, head, **kwargs)
+  return encoder(*load_vision_tower(os.fspath(source)), head, **kwargs)
+
+
+def encoder(config: CLIPVisionConfig, params: dict | None, head: str, *, resolution=None,
+            num_classes: int = 0, dtype=jnp.float32, seed: int = 0):
+  """`(CLIPVisionEncoder, variables)` of the tower `config` with `VisionWithProjection` params.
+
+  Args:
+    config: the tower's `CLIPVisionConfig`.
+    params: the tower's parameters, or None for a random initialisation from `seed`.
+    head, resolution, num_classes, dtype, seed: as for `rrjax.models.load`; `resolution`
+      defaults to the config's `image_size`, the classifier of `head="logits"` is fresh.
+  """
   module = CLIPVisionEncoder(arch_of(config),
-                             resolution=kwargs.get("resolution", config.image_size), head=head,
-                             num_classes=kwargs.get("num_classes", 0),
-                             dtype=jnp.dtype(kwargs.get("dtype", jnp.float32)))
-  key = jax.random.key(kwargs.get("seed", 0))
-  if source is None:
+                             resolution=config.image_size if resolution is None else resolution,
+                             head=head, num_classes=num_classes, dtype=jnp.dtype(dtype))
+  key = jax.random.key(seed)
+  if params is None:
     dummy = jnp.zeros((1, module.resolution, module.resolution, 3), jnp.float32)
     return module, jax.jit(functools.partial(module.init, train=False))(key, dummy)
   variables = {"params": {"clip": params}}

@@ -112,6 +112,8 @@ class EfficientNetLite0(nn.Module):
     dtype: compute dtype of the convolutions and BatchNorm outputs (BatchNorm statistics,
       pooling, the classifier, the parameters and the returned output are float32).
   """
+  # The normalisation `prepare` applies inside (an exported encoder states it).
+  MEAN, STD = HALF, HALF
   resolution: int = 224
   head: str = "embed"
   num_classes: int = 1000
@@ -129,7 +131,7 @@ class EfficientNetLite0(nn.Module):
                              kernel_init=_conv_init)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=self.bn_momentum, epsilon=1e-3, dtype=self.dtype)
-    x = prepare(images, self.resolution, HALF, HALF).astype(self.dtype)
+    x = prepare(images, self.resolution, self.MEAN, self.STD).astype(self.dtype)
     x = conv(STEM_WIDTH, (3, 3), 2, name="conv_stem")(x)
     x = jax.nn.relu6(norm(name="bn0")(x))
     index = 0

@@ -109,6 +109,8 @@ class ResNet(nn.Module):
     dtype: compute dtype of the convolutions and BatchNorm outputs (BatchNorm statistics,
       pooling, the output layer, the parameters and the returned output are float32).
   """
+  # The normalisation `prepare` applies inside (an exported encoder states it).
+  MEAN, STD = IMAGENET_MEAN, IMAGENET_STD
   stage_sizes: Sequence[int]
   block: Any
   resolution: int = 224
@@ -126,7 +128,7 @@ class ResNet(nn.Module):
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
     if self.head not in HEADS:
       raise ValueError(f"head must be one of {HEADS}, got {self.head!r}")
-    x = prepare(images, self.resolution, IMAGENET_MEAN, IMAGENET_STD).astype(self.dtype)
+    x = prepare(images, self.resolution, self.MEAN, self.STD).astype(self.dtype)
     x = nn.Conv(64, (7, 7), 2, padding=_pad(7), use_bias=False, dtype=self.dtype,
                 kernel_init=_conv_init, name="conv1")(x)
     x = _norm(train, self.dtype)(name="bn1")(x)

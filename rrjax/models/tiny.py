@@ -23,6 +23,8 @@ class TinyCNN(nn.Module):
   `dtype` is the convolutions' compute dtype; pooling, the Dense layers and the output are
   float32 (the mixed-precision policy of `rrjax.models`).
   """
+  # The normalisation `prepare` applies inside (an exported encoder states it).
+  MEAN, STD = HALF, HALF
   resolution: int = 16
   width: int = 16
   embed_dim: int = 32
@@ -33,7 +35,7 @@ class TinyCNN(nn.Module):
   @nn.compact
   def __call__(self, images, train: bool = False):
     """`[B, H, W, C]` in [0, 1] -> float32 `[B, embed_dim]` (or `[B, num_classes]` logits)."""
-    x = prepare(images, self.resolution, HALF, HALF).astype(self.dtype)
+    x = prepare(images, self.resolution, self.MEAN, self.STD).astype(self.dtype)
     conv = functools.partial(nn.Conv, dtype=self.dtype)
     norm = functools.partial(nn.BatchNorm, use_running_average=not train, momentum=0.9,
                              dtype=self.dtype)

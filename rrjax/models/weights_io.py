@@ -6,6 +6,7 @@ variables the module expects, so weights of another architecture fail loudly ins
 silently broadcast or half-used.
 """
 
+import json
 import os
 import stat
 import zipfile
@@ -64,19 +65,26 @@ def load_npz(path: str | os.PathLike, reference_variables) -> dict:
           zlib.error) as e:
     raise errors.UserError(f"{os.fspath(path)}: not an .npz file of arrays "
                            f"({errors.one_line(f'{type(e).__name__}: {e}', 160)})") from None
+  return _matched(os.fspath(path), stored, reference)
+
+
+def _matched(path: str, stored: dict, reference: dict) -> dict:
+  """`stored` `{flat key: array}` as the nested variables of `reference` `{flat key: leaf}`,
+  each leaf cast to the reference dtype, after checking every key, dtype kind and shape."""
   for key in sorted(set(reference) | set(stored)):
     if key in stored and (not isinstance(stored[key], np.ndarray)
-                          or stored[key].dtype.kind not in "biuf"):
-      raise errors.UserError(f"{os.fspath(path)}: variable {errors.quote(key)} is not an array "
+                          or (stored[key].dtype.kind not in "biuf"
+                              and stored[key].dtype.name != "bfloat16")):
+      raise errors.UserError(f"{path}: variable {errors.quote(key)} is not an array "
                              "of numbers")
     if key not in stored:
-      raise errors.UserError(f"{os.fspath(path)}: missing variable {key!r} (shape "
+      raise errors.UserError(f"{path}: missing variable {key!r} (shape "
                              f"{tuple(reference[key].shape)}); wrong architecture?")
     if key not in reference:
-      raise errors.UserError(f"{os.fspath(path)}: unexpected variable {errors.quote(key)} (shape "
+      raise errors.UserError(f"{path}: unexpected variable {errors.quote(key)} (shape "
                              f"{stored[key].shape}) not in the module; wrong architecture?")
     if stored[key].shape != tuple(reference[key].shape):
-      raise errors.UserError(f"{os.fspath(path)}: variable {key!r} has shape {stored[key].shape}, "
+      raise errors.UserError(f"{path}: variable {key!r} has shape {stored[key].shape}, "
                              f"the module expects {tuple(reference[key].shape)}; wrong "
                              "architecture?")
   return unflatten({key: stored[key].astype(reference[key].dtype) for key in reference})
@@ -130,6 +138,82 @@ def _check_npz_sizes(path: str | os.PathLike) -> None:
                            f"({torch_reader.MAX_BYTES_ENV} raises it)")
 
 
+# numpy dtype name -> safetensors dtype tag.
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+                       "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8",
+                       "uint64": "U64", "uint32": "U32", "uint16": "U16", "uint8": "U8",
+                       "bool": "BOOL"}
+
+
+def save_safetensors(path: str | os.PathLike, variables,
+                     metadata: dict[str, str] | None = None) -> None:
+  """Writes every leaf of `variables` to a `.safetensors` file, keyed as `flatten` keys them,
+  atomically (`rrjax.io.files.atomic_write`: readers see the old file or the new one, never
+  half of it; only the leader process writes). `metadata`: strings kept in the file's header.
+
+  The same variables give the same bytes: the header's keys are sorted (the safetensors
+  package's writer orders its metadata by a hash), so a deterministic run's files compare
+  equal byte for byte. The layout is the format's: an 8-byte little-endian header length, the
+  JSON header (`{name: {"dtype", "shape", "data_offsets"}, "__metadata__": {...}}`, padded with
+  spaces to a multiple of 8), then the tensors' little-endian bytes in the header's order.
+  """
+  from rrjax.io import files  # pylint: disable=import-outside-toplevel
+  flat = {key: np.asarray(jax.device_get(value)) for key, value in flatten(variables).items()}
+  header, chunks, offset = {}, [], 0
+  if metadata:
+    header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+  for key in sorted(flat):
+    array = flat[key]
+    if array.dtype.name not in _SAFETENSORS_DTYPES:
+      raise ValueError(f"{key}: dtype {array.dtype} has no safetensors tag")
+    data = np.ascontiguousarray(array, array.dtype.newbyteorder("<")).tobytes()
+    header[key] = {"dtype": _SAFETENSORS_DTYPES[array.dtype.name], "shape": list(array.shape),
+                   "data_offsets": [offset, offset + len(data)]}
+    chunks.append(data)
+    offset += len(data)
+  text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+  text += b" " * (-len(text) % 8)
+  files.atomic_write(path, len(text).to_bytes(8, "little") + text + b"".join(chunks))
+
+
+def read_safetensors(path: str | os.PathLike, max_header_bytes: int = 16 << 20
+                     ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+  """`({name: array}, header metadata)` of a `.safetensors` file, read as data.
+
+  Raises:
+    rrjax.errors.UserError: naming the file, when it is missing, not a regular file, has a
+      header longer than `max_header_bytes`, or is not a readable safetensors file.
+  """
+  return _read_safetensors(os.fspath(path), max_header_bytes, tensors=True)
+
+
+def safetensors_metadata(path: str | os.PathLike, max_header_bytes: int = 16 << 20
+                         ) -> dict[str, str]:
+  """The header metadata of a `.safetensors` file, its tensors left unread (errors as
+  `read_safetensors`)."""
+  return _read_safetensors(os.fspath(path), max_header_bytes, tensors=False)[1]
+
+
+def _read_safetensors(path: str, max_header_bytes: int, tensors: bool):
+  from safetensors import safe_open  # pylint: disable=import-outside-toplevel
+  check_safetensors_header(path, max_header_bytes)
+  try:
+    with safe_open(path, framework="numpy") as f:
+      metadata = dict(f.metadata() or {})
+      arrays = {key: f.get_tensor(key) for key in f.keys()} if tensors else {}
+  except Exception as e:  # pylint: disable=broad-except  # safetensors' own errors, OSError...
+    raise errors.UserError(f"{path}: not a readable safetensors file "
+                           f"({errors.one_line(f'{type(e).__name__}: {e}', 160)})") from None
+  return arrays, metadata
+
+
+def load_safetensors(path: str | os.PathLike, reference_variables) -> dict:
+  """Reads variables written by `save_safetensors` and checks them against the module's, as
+  `load_npz` does (same arguments, result and errors)."""
+  stored, _ = read_safetensors(path)
+  return _matched(os.fspath(path), stored, flatten(reference_variables))
+
+
 def check_safetensors_header(path: str, max_bytes: int) -> None:
   """Refuses a `.safetensors` file whose header (tensor names, dtypes, shapes, offsets) is
   longer than `max_bytes`, before the library parses it into a million Python objects."""
@@ -158,6 +242,16 @@ TORCH_LEAVES = {
     "bias": ("bias", lambda w: w),
     "mean": ("running_mean", lambda w: w),
     "var": ("running_var", lambda w: w),
+}
+
+
+# PyTorch <-> Flax layouts of one tensor, by name: `(to Flax, to PyTorch)`, each the other's
+# inverse, for the converters that map both ways (`rrjax.models.openai_layout`).
+LAYOUTS = {
+    "copy": (lambda w: w, lambda w: w),
+    "linear": (lambda w: w.T, lambda w: w.T),  # Linear (out, in) <-> Dense (in, out)
+    "conv": (lambda w: np.transpose(w, (2, 3, 1, 0)),  # OIHW -> HWIO
+             lambda w: np.transpose(w, (3, 2, 0, 1))),  # HWIO -> OIHW
 }
 
 

@@ -75,7 +75,7 @@ def _draws_text(rows: Sequence[Mapping]) -> str:
   return f"Evaluation draws per cell: {span}."
 
 
-def _results_table(rows: Sequence[Mapping]) -> list[str]:
+def results_table(rows: Sequence[Mapping]) -> list[str]:
   """One markdown table: rows eval corruption x label fraction, columns the methods."""
   methods = rows_lib.methods(rows)
   cells = {(r["eval_corruption"], r["label_fraction"], r["method"]): r for r in rows}
@@ -202,7 +202,7 @@ def render_report(config: Mapping, rows: Sequence[Mapping], timing: Mapping) -> 
     loss = f", loss `{first['loss']}`" if first.get("loss") else ""
     lines += [f"## {dataset}, {run}trained on `{first['train_corruption']}`{loss}", "",
               _draws_text(table_rows), ""]
-    lines += _results_table(table_rows) + [""]
+    lines += results_table(table_rows) + [""]
     if over_seeds:
       comparison = _comparison_table(table_rows)
       lines += comparison + ([""] if comparison else [])

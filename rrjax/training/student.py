@@ -91,9 +91,16 @@ def student_model(config, teacher, teacher_vars):
   the encoder `config.student.name`, randomly initialised."""
   if not config.student.name or config.student.name == config.teacher.name:
     return teacher, jax.tree.map(np.array, teacher_vars)
-  kwargs = {"resolution": config.teacher.resolution} if config.teacher.resolution else {}
-  return models.load(config.student.name, pretrained=False, head="embed", seed=config.seed,
-                     **kwargs)
+  name, kwargs = architecture(config)
+  return models.load(name, pretrained=False, head="embed", seed=config.seed, **kwargs)
+
+
+def architecture(config) -> tuple[str, dict]:
+  """`(name, kwargs)` such that `rrjax.models.load(name, pretrained=False, head="embed",
+  **kwargs)` builds the student's module (its variables' structure; the weights are the
+  trained ones): what an exported encoder needs to be rebuilt."""
+  name = config.student.name or config.teacher.name
+  return name, ({"resolution": config.teacher.resolution} if config.teacher.resolution else {})
 
 
 def train_student(config, workdir: str, *, mesh, teacher, teacher_vars, student,

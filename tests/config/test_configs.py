@@ -12,7 +12,8 @@ from tests import helpers
 
 CONFIGS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(helpers.REPO, "configs", "*.py")))
-PAPER = [n for n in CONFIGS if n not in ("demo", "demo_suite", "digits", "scale_check")]
+PAPER = [n for n in CONFIGS
+         if n not in ("demo", "demo_suite", "digits", "folder", "scale_check")]
 METHODS = {"teacher_clean", "clean_probe_on_corrupted", "teacher_corrupted", "ours", "baseline"}
 
 
@@ -28,12 +29,14 @@ def test_every_paper_experiment_has_a_config():
 
 
 @pytest.mark.parametrize("name", CONFIGS)
-def test_config_loads_validates_and_documents_its_command(name):
-  for arg in (None, "smoke"):
+def test_config_loads_validates_and_documents_its_command(name, folder):
+  # configs/folder.py's argument starts with the image folder: `DIR`, `DIR:smoke`.
+  prefix = f"{folder}:" if name == "folder" else ""
+  for arg in (prefix[:-1] or None, prefix + "smoke"):
     validate.validate(helpers.load_config(name, arg))
   assert f"python -m rrjax.main --config=configs/{name}.py" in _module_docstring(name)
   with pytest.raises(ValueError, match="unknown argument"):
-    helpers.load_config(name, "no_such_variant")
+    helpers.load_config(name, prefix + "no_such_variant")
 
 
 @pytest.mark.parametrize("name", PAPER)
@@ -85,8 +88,9 @@ def _check_results(workdir: str, config):
 
 
 # Every config's smoke goes through the real entry point; demo.py's is
-# tests/test_run.py::test_main_smoke_writes_every_output (it also checks every output file).
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n != "demo"])
+# tests/test_run.py::test_main_smoke_writes_every_output (it also checks every output file),
+# folder.py's (on a folder of its own, not the smoke data) tests/config/test_folder.py's.
+@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in ("demo", "folder")])
 def test_smoke_through_main(name, folder, tmp_path, monkeypatch):
   """`python -m rrjax.main --config=configs/<name>.py:smoke`, in-process, on the tiny folder."""
   monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")

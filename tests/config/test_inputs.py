@@ -2,8 +2,11 @@
 
 import os
 import subprocess
+import types
 
+import numpy as np
 import pytest
+from PIL import Image
 from huggingface_hub import constants as hf_constants
 
 from rrjax import errors
@@ -120,7 +123,8 @@ def test_a_dataset_read_by_several_fields_is_named_once(bare, tmp_path, monkeypa
 
 
 def test_folders_names_and_weights_files_in_the_loaders_words(tmp_path):
-  c = helpers.tiny_config(str(tmp_path))  # tiny_cnn, random weights, an existing folder
+  folder = helpers.make_folder(tmp_path / "images")
+  c = helpers.tiny_config(folder)  # tiny_cnn, random weights, an image folder
   assert inputs.missing(c) == []
   c.data.name = f"imagefolder:{tmp_path}/nowhere"
   c.teacher.weights = f"{tmp_path}/nowhere.npz"
@@ -134,7 +138,7 @@ def test_folders_names_and_weights_files_in_the_loaders_words(tmp_path):
   assert str(info.value) == ("'no_such_dataset_xyz' is not a TFDS dataset (nor "
                              "'fashion_mnist_local' or 'imagefolder:<dir>')")
   c.teacher.name, c.teacher.weights = "resnet18", ""
-  c.data.name = f"imagefolder:{tmp_path}"
+  c.data.name = f"imagefolder:{folder}"
   assert inputs.missing(c) == [
       "resnet18 weights (config.teacher.weights ''): 'resnet18' has no published weights: pass "
       "--config.teacher.weights=<path to a weights file> or 'random'"]
@@ -189,3 +193,88 @@ def test_the_headline_command_without_the_papers_inputs_exits_2_naming_them(tmp_
     assert name in run.stderr, name
   assert not workdir.exists()
   assert os.listdir(tfds_dir) == []  # Nothing prepared, nothing downloaded.
+
+
+# ----------------------------------------------------------------------------- image folders
+
+
+def _folder(root, counts, split=""):
+  """`root/[split/]c<i>/*.png`: counts[i] images of class c<i>."""
+  for i, n in enumerate(counts):
+    os.makedirs(os.path.join(root, split, f"c{i}"), exist_ok=True)
+    for k in range(n):
+      Image.fromarray(np.full((4, 4), k, np.uint8)).save(
+          os.path.join(root, split, f"c{i}", f"{k}.png"))
+  return str(root)
+
+
+def _folder_config(root, train, val, test):
+  c = helpers.tiny_config(str(root))
+  c.data.train_split, c.data.val_split, c.data.test_split = train, val, test
+  return c
+
+
+FOLDER_HINT = ("; for your own image folder use --config=configs/folder.py:{}, which reads "
+               "either layout and splits it by fractions")
+
+
+def test_the_demos_splits_on_a_users_folder_say_which_config_fits(tmp_path):
+  one = _folder(tmp_path / "one", (3, 3))
+  demo = helpers.load_config("demo")
+  demo.data.name = f"imagefolder:{one}"
+  assert inputs.missing(demo) == [
+      f"imagefolder:{one}: no such directory {one}/train; {one} holds its class folders itself "
+      "(c0, c1): read it as the split 'all', sliced by fractions such as 'all[:80%]' "
+      "(config.data.train_split 'train[:4000]')" + FOLDER_HINT.format(one)]
+  split = _folder(tmp_path / "split", (7, 7), "train")
+  _folder(tmp_path / "split", (5, 5), "test")
+  demo.data.name = f"imagefolder:{split}"
+  assert inputs.missing(demo) == [
+      f"imagefolder:{split}: split train[:4000]: bound 4000 is out of range for 14 examples "
+      "(config.data.train_split)" + FOLDER_HINT.format(split)]
+  # Fractions of it fit, so a percent bound out of range is only a typo: no hint.
+  c = _folder_config(split, "train[:90%]", "train[90%:]", "test[:120%]")
+  assert inputs.missing(c) == [f"imagefolder:{split}: split test[:120%]: bound 120% is out of "
+                               "range for 10 examples (config.data.test_split)"]
+  c = _folder_config(split, "all[:80%]", "train[90%:]", "test")
+  assert inputs.missing(c) == [
+      f"imagefolder:{split}: the split 'all' is a folder of class folders, but {split} has "
+      "split folders (train/, test/): read its splits 'train' and 'test' (config.data."
+      "train_split 'all[:80%]')" + FOLDER_HINT.format(split)]
+
+
+def test_every_class_needs_5_training_images_and_1_test_image(tmp_path):
+  root = _folder(tmp_path / "one", (7, 7, 7))
+  c = _folder_config(root, "all[:72%]", "all[72%:80%]", "all[80%:]")
+  assert inputs.missing(c) == []  # 7 a class are enough: 5 training, 1 validation, 1 test.
+  _folder(tmp_path / "few", (7, 6, 4, 7))
+  c.data.name = f"imagefolder:{tmp_path / 'few'}"
+  (line,) = inputs.missing(c)
+  assert line == (
+      f"imagefolder:{tmp_path / 'few'}: too few images per class after splitting (config.data."
+      "train_split 'all[:72%]', test_split 'all[80%:]'): class 'c1': 4 training images, class "
+      "'c2': 3 training images; every class needs at least 5 training images and 1 test image: "
+      "add images to its class folder")
+  # Split folders: a class without a test folder has no test image.
+  split = _folder(tmp_path / "split", (8, 8), "train")
+  _folder(tmp_path / "split", (1,), "test")
+  c = _folder_config(split, "train[:90%]", "train[90%:]", "test")
+  (line,) = inputs.missing(c)
+  assert line.endswith("test_split 'test'): class 'c1': 0 test images; every class needs at "
+                       "least 5 training images and 1 test image: add images to its class "
+                       "folder")
+
+
+def test_a_prepared_tfds_datasets_bounds_are_checked(monkeypatch):
+  class Builder:  # What `_splits_problem` reads of a prepared TFDS builder.
+    info = types.SimpleNamespace(splits={"train": types.SimpleNamespace(num_examples=50000)})
+
+    def is_prepared(self):
+      return True
+
+  monkeypatch.setattr(inputs.tfds, "builder", lambda name, data_dir=None: Builder())
+  demo = helpers.load_config("demo")
+  demo.data.name = "cifar10"
+  assert inputs._splits_problem(demo.data) == (  # pylint: disable=protected-access
+      "cifar10 (config.data.val_split): split train[54000:55000]: bound 54000 is out of range "
+      "for 50000 examples; bounds in percent, such as 'train[:80%]', fit any size")

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import rrjax.data
+from rrjax import errors
 from rrjax.data import source as source_lib
 from tests.data.data_util import save
 
@@ -88,3 +89,60 @@ def test_imagefolder_corrupt_files_are_errors_naming_the_file(folder):
   position = [p.endswith("broken.png") for p in source._paths].index(True)
   with pytest.raises(ValueError, match="cannot read image .*broken.png"):
     source.get([position])
+
+
+def _one_folder(root, counts):
+  """`root/<class>/*.png`: class i has counts[i] grey images filled with its index."""
+  for i, n in enumerate(counts):
+    for k in range(n):
+      save(str(root / f"c{i}" / f"{k}.png"), np.full((6, 8), i, np.uint8))
+  return root
+
+
+def test_one_folder_is_the_split_all_in_a_stratified_order(tmp_path):
+  root = _one_folder(tmp_path, (7, 20, 33))
+  name = f"imagefolder:{root}"
+  full = rrjax.data.load(name, "all")
+  assert full.class_names == ["c0", "c1", "c2"] and len(full) == 60
+  labels = full.labels()
+  # Every percent slice holds about its share of every class, however small the class.
+  for start, stop in ((0, 72), (72, 80), (80, 100)):
+    part = rrjax.data.load(name, f"all[{start}%:{stop}%]").labels()
+    share = np.bincount(part, minlength=3) / np.array([7, 20, 33])
+    np.testing.assert_allclose(share, (stop - start) / 100, atol=0.15)
+  # Slices partition it, in one fixed order.
+  parts = [rrjax.data.load(name, s).labels() for s in ("all[:72%]", "all[72%:80%]", "all[80%:]")]
+  np.testing.assert_array_equal(np.concatenate(parts), labels)
+  np.testing.assert_array_equal(rrjax.data.load(name, "all").labels(), labels)
+  images, got = full.get([0, 1])
+  assert images.shape == (2, 6, 8, 3)
+  np.testing.assert_array_equal(images[:, 0, 0, 0], got)
+
+
+def test_the_layout_decides_the_splits(tmp_path, folder):
+  split_root, _ = folder
+  with pytest.raises(errors.UserError, match=f"imagefolder:{split_root}: the split 'all' is a "
+                     r"folder of class folders, but .* has split folders \(train/, test/\): "
+                     "read its splits 'train' and 'test'"):
+    rrjax.data.load(f"imagefolder:{split_root}", "all[:80%]")
+  root = _one_folder(tmp_path / "one", (3, 3))
+  with pytest.raises(errors.UserError, match=f"imagefolder:{root}: no such directory "
+                     f"{root}/train; {root} holds its class folders itself \\(c0, c1\\): read it "
+                     r"as the split 'all', sliced by fractions such as 'all\[:80%\]'"):
+    rrjax.data.load(f"imagefolder:{root}", "train")
+
+
+def test_one_class_is_an_error_naming_the_folder(tmp_path):
+  root = _one_folder(tmp_path, (4,))
+  with pytest.raises(errors.UserError, match=f"imagefolder:{root}: one class folder \\(c0\\) in "
+                     f"{root}; a classifier needs at least 2 classes"):
+    rrjax.data.load(f"imagefolder:{root}", "all")
+  (root / "empty").mkdir()
+  with pytest.raises(errors.UserError, match=f"class folder {root}/empty has no images"):
+    rrjax.data.load(f"imagefolder:{root}", "all")
+
+
+def test_hidden_folders_are_no_classes(tmp_path):
+  root = _one_folder(tmp_path, (2, 2))
+  (root / ".ipynb_checkpoints").mkdir()
+  assert rrjax.data.load(f"imagefolder:{root}", "all").class_names == ["c0", "c1"]

@@ -172,3 +172,35 @@ def test_configured_hyperparameters_of_a_probe_section():
   from rrjax.config import schema  # pylint: disable=g-import-not-at-top
   pc = schema.base().probe
   assert probe.configured(pc) == {"lr": 1e-3, "epochs": 10, "weight_decay": 0.0}
+
+
+def test_a_saved_probe_loads_back_with_its_class_names_and_metadata(tmp_path):
+  rng = np.random.default_rng(0)
+  fitted = probe.fit(rng.normal(size=(40, 6)).astype(np.float32), np.arange(40) % 3, 3,
+                     epochs=2)
+  path = str(tmp_path / "p.safetensors")
+  probe.save(path, fitted, ["a", "b", "c"], label_fraction=0.1, hparams={"lr": 1e-3})
+  loaded, names, meta = probe.load(path)
+  assert names == ["a", "b", "c"] and meta == {"label_fraction": 0.1, "hparams": {"lr": 1e-3}}
+  x = rng.normal(size=(5, 6)).astype(np.float32)
+  np.testing.assert_array_equal(probe.logits(loaded, x), probe.logits(fitted, x))
+  with pytest.raises(ValueError, match="2 class names for a probe of 3 classes"):
+    probe.save(path, fitted, ["a", "b"])
+
+
+def test_a_file_that_is_no_probe_is_named(tmp_path):
+  from rrjax import errors  # pylint: disable=import-outside-toplevel
+  from rrjax.models import weights_io  # pylint: disable=import-outside-toplevel
+  path = str(tmp_path / "w.safetensors")
+  weights_io.save_safetensors(path, {"kernel": np.zeros((2, 3), np.float32)})
+  with pytest.raises(errors.UserError, match="not a probe written by rrjax"):
+    probe.load(path)
+  weights_io.save_safetensors(
+      path, {"kernel": np.zeros((2, 3), np.float32), "bias": np.zeros(4, np.float32),
+             "mean": np.zeros(2, np.float32), "std": np.ones(2, np.float32)},
+      metadata={"format": probe.PROBE_FORMAT, "class_names": '["a", "b", "c"]'})
+  with pytest.raises(errors.UserError, match=r"inconsistent tensors: kernel \(2, 3\), bias \(4,\)"):
+    probe.load(path)
+  (tmp_path / "junk.safetensors").write_bytes(b"\xff" * 64)
+  with pytest.raises(errors.UserError, match="header of .* bytes, more than"):
+    probe.load(str(tmp_path / "junk.safetensors"))

@@ -525,6 +525,20 @@ def _clip_rn50_scalar_positional_embedding(tmp):
 
 
 @_case
+def _open_clip_vit_scalar_patch_kernel(tmp):
+  """Every tensor of an open_clip ViT-B-32 image tower, the patch embedding's a scalar, which a
+  layout change (OIHW -> HWIO) would transpose: as `--model open_clip:ViT-B-32` loads it."""
+  from rrjax.models import openai_layout  # pylint: disable=import-outside-toplevel
+  names = sorted({name for name, _, _ in openai_layout._vit_rows(12).values()})
+  tree = {"visual." + name: _f32((3,), key=str(i)) for i, name in enumerate(names)}
+  tree["visual.class_embedding"] = _f32((768,), key="c")
+  tree["visual.conv1.weight"] = _scalar()
+  path = tmp / "open_clip_vit_b32.bin"
+  tr.write_zip(path, tree)
+  return path, ["--model", "open_clip:ViT-B-32"]
+
+
+@_case
 def _safetensors_lying_header_rn50(tmp):
   # The header size field points 1000 bytes past the end of the file.
   header = {"visual.conv1.weight": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}}
