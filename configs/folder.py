@@ -25,9 +25,13 @@ teacher's resolution: the operators act on it and the encoders see it as it is
 Minimum: at least 2 classes, and after splitting at least 5 training images and 1 test image
 of every class (in one folder, 7 images a class always give that; with split folders, 1 in
 test/ and about 7 in train/, whose 10% taken for validation is drawn at random), checked before
-anything runs (`rrjax/config/inputs.py`). A missing folder, an empty class folder, a single
-class, an unreadable image or too few images stop the run with one line naming the folder and
-what is missing (exit status 2, nothing written to the workdir).
+anything runs (`rrjax/config/inputs.py`); a folder with fewer training images than a batch (64;
+16 for the smoke) trains on batches of the whole training split. A missing folder, an empty
+class folder, a single class, a file that is no image or too few images stop the run with one
+line naming the folder and what is missing (exit status 2, nothing written to the workdir); an
+image whose header reads but whose pixels do not (a truncated file) is found when first
+decoded, and stops the run then with one line naming the file (the workdir resumes once it is
+fixed or removed).
 
 The recipe (`configs/demo.py`, not re-chosen for your data): EfficientNet-Lite0 teacher and
 student with the packaged ImageNet weights; the student trains 500 steps of 64 images; probes
@@ -56,7 +60,7 @@ import os
 
 from rrjax import errors
 from rrjax.config import embedded, smoke
-from rrjax.data import imagefolder
+from rrjax.data import imagefolder, splits
 
 USAGE = ("configs/folder.py needs the image folder: --config=configs/folder.py:DIR[:smoke|:seeds]"
          " (DIR/<class>/*.jpg, or DIR/train/<class>/ and DIR/test/<class>/)")
@@ -84,7 +88,19 @@ def get_config(arg: str | None = None):
   c.data.num_workers = 0
   # The smoke reads the folder itself (its layout, splits, minimum and every file), on
   # tiny_cnn with random weights: a check of the data in seconds.
-  return smoke.variant(c, variant, "folder", keep_data=True, others={"seeds": _seeds})
+  c = smoke.variant(c, variant, "folder", keep_data=True, others={"seeds": _seeds})
+  # A folder smaller than a batch trains on whole-split batches (the student needs whole ones).
+  c.train.batch_size = min(c.train.batch_size, _training_images(directory, c.data.train_split))
+  return c
+
+
+def _training_images(directory: str, train_split: str) -> int:
+  """How many images `train_split` of the folder holds (files listed, none opened)."""
+  split = splits.parse(train_split)
+  try:
+    return len(split.indices(len(imagefolder.listing(directory, split.base)[1])))
+  except errors.UserError:
+    return 1 << 30  # `rrjax.config.inputs` reports the problem, with every other one.
 
 
 def _parse(arg: str | None) -> tuple[str, str | None]:

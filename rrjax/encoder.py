@@ -14,10 +14,12 @@ Images, as the run saw them:
   * float images in [0, 1] (`[N, H, W, 3]`, one size) are used as they are.
   The operator (`corrupt=`) then acts at that size, as in training, and the encoder resizes to
   its own input (`enc.resolution`) and normalises inside. Corruption draws are those of the
-  run's evaluation (`rrjax.evaluation.features`): batches of `batch_size` images, batch b
-  corrupted under `fold_in(jax.random.key(seed), b)`, image j of a batch by that key and j
-  alone; so the first images of a call are corrupted as the first images of the run's test
-  split under the same key (`rrjax.outputs.products`' examples).
+  run's scored evaluation: the key of draw `draw` under `seed`
+  (`rrjax.evaluation.scoring.draw_key`), batches of `batch_size` images, batch b corrupted under
+  `fold_in(key, b)`, image j of a batch by that key and j alone
+  (`rrjax.evaluation.features`). So the first images of a call are corrupted as the first
+  images of the run's test split were in its scored draw (`rrjax.outputs.products`' examples);
+  the same image elsewhere in a call gets another draw.
 
 A directory that is not an export of this format (a missing or unreadable file, another
 version, weights of another shape) is a `rrjax.errors.UserError` naming the file and the problem.
@@ -39,6 +41,7 @@ from rrjax.data import source as source_lib
 from rrjax.data import views
 from rrjax.evaluation import features as features_lib
 from rrjax.evaluation import probe as probe_lib
+from rrjax.evaluation import scoring
 from rrjax.models import weights_io
 from rrjax.outputs import products
 
@@ -47,6 +50,7 @@ VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 _MAX_CONFIG_BYTES = 4 << 20
+_MAX_SIZE = 4096  # pixels a side: far beyond any encoder's input
 
 Images = np.ndarray | Sequence[np.ndarray | bytes]
 
@@ -88,22 +92,22 @@ class RobustEncoder:
     measurement size, or the float `[N, H, W, 3]` given."""
     return as_batch(images, self.measurement_size)
 
-  def embed(self, images: Images, *, corrupt: str | None = None, seed: int = 0,
+  def embed(self, images: Images, *, corrupt: str | None = None, seed: int = 0, draw: int = 0,
             batch_size: int = 64) -> np.ndarray:
-    """float32 `[N, D]` embeddings of `images`, optionally corrupted by the operator spec
-    `corrupt` under `jax.random.key(seed)` first."""
+    """float32 `[N, D]` embeddings of `images`, optionally corrupted first by the operator spec
+    `corrupt`, as in the run's scored draw `draw` under `seed` (module docstring)."""
     op = corruptions.build(corrupt) if corrupt else None
+    key = scoring.draw_key(seed, str(op), draw) if op is not None else None
     return features_lib.extract_features(self.module, self.variables, self.images(images),
-                                         corruption=op, key=jax.random.key(seed),
-                                         batch_size=batch_size)
+                                         corruption=op, key=key, batch_size=batch_size)
 
-  def corrupt(self, images: Images, spec: str, *, seed: int = 0,
+  def corrupt(self, images: Images, spec: str, *, seed: int = 0, draw: int = 0,
               batch_size: int = 64) -> np.ndarray:
     """float32 `[N, S, S, 3]`: `images` corrupted by the operator `spec`, exactly as `embed`
-    (same `seed` and `batch_size`) feeds them to the encoder."""
+    (same `seed`, `draw` and `batch_size`) feeds them to the encoder."""
     op = corruptions.build(spec)
     x = np.asarray(data_lib.to_float(self.images(images)))
-    key = jax.random.key(seed)
+    key = scoring.draw_key(seed, str(op), draw)
     return np.concatenate([np.asarray(op(jax.random.fold_in(key, b), x[start:start + batch_size]))
                            for b, start in enumerate(range(0, len(x), batch_size))])
 
@@ -140,9 +144,9 @@ def as_batch(images: Images, measurement_size: int) -> np.ndarray:
   if isinstance(images, np.ndarray) and np.issubdtype(images.dtype, np.floating):
     if images.ndim == 3:
       images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise errors.UserError(f"float images must be [N, H, W, 3] in [0, 1], got shape "
-                             f"{images.shape}")
+    if images.ndim != 4 or images.shape[-1] != 3 or 0 in images.shape:
+      raise errors.UserError(f"float images must be [N, H, W, 3] in [0, 1], N, H, W >= 1, got "
+                             f"shape {images.shape}")
     if images.size and not (np.isfinite(images).all() and images.min() >= 0
                             and images.max() <= 1):
       raise errors.UserError("float images must be in [0, 1] (uint8 images are divided by 255)")
@@ -158,15 +162,17 @@ def as_batch(images: Images, measurement_size: int) -> np.ndarray:
       if image.dtype != np.uint8:
         raise errors.UserError(f"image {i}: uint8 pixels, encoded bytes or a float batch in "
                                f"[0, 1] expected, got {image.dtype}")
-      if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4)):
-        raise errors.UserError(f"image {i}: expected [H, W] or [H, W, 1|3|4], got shape "
-                               f"{image.shape}")
+      if (image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[-1] not in (1, 3, 4))
+          or 0 in image.shape[:2]):
+        raise errors.UserError(f"image {i}: expected [H, W] or [H, W, 1|3|4] with H, W >= 1, "
+                               f"got shape {image.shape}")
       image = source_lib.to_rgb(image)
     try:
       out.append(views.eval_view(image, measurement_size))
     except (OSError, ValueError, Image.DecompressionBombError) as e:
-      raise errors.UserError(f"image {i}: not an image PIL can decode "
-                             f"({errors.one_line(str(e), 100)})") from None
+      # PIL's messages name its in-memory file object, which says nothing to the user.
+      detail = "" if "BytesIO" in str(e) else f" ({errors.one_line(str(e), 100)})"
+      raise errors.UserError(f"image {i}: not an image PIL can decode{detail}") from None
   return np.stack(out)
 
 
@@ -194,7 +200,8 @@ def read_config(directory: str) -> dict:
   if not isinstance(config, dict) or config.get("format") != FORMAT:
     found = config.get("format") if isinstance(config, dict) else type(config).__name__
     raise errors.UserError(f"{path}: format {errors.quote(found)}, not {FORMAT!r}: not an rrjax "
-                           "encoder export")
+                           "encoder export (a run's workdir is exported by `python -m "
+                           "rrjax.export --workdir=... --out=...`)")
   if config.get("version") != VERSION:
     raise errors.UserError(f"{path}: version {errors.quote(config.get('version'))}; this rrjax "
                            f"reads version {VERSION}")
@@ -212,6 +219,10 @@ def read_config(directory: str) -> dict:
   if not all(checks):
     raise errors.UserError(f"{path}: a field of the wrong type (encoder, measurement_size, "
                            "trained_for, class_names or probes)")
+  sizes = (encoder["kwargs"].get("resolution", 1), config["measurement_size"])
+  if not all(isinstance(v, int) and 1 <= v <= _MAX_SIZE for v in sizes):
+    raise errors.UserError(f"{path}: resolution or measurement_size not an integer in "
+                           f"[1, {_MAX_SIZE}]")
   return config
 
 

@@ -104,7 +104,7 @@ def export(workdir: str, out: str, experiment: str | None = None, *,
       "trained_for": {"operator": rc.train.corruption, "eval_operators": list(rc.eval.corruptions),
                       "loss": rc.train.loss, "temperature": rc.train.temperature,
                       "steps": rc.train.steps, "batch_size": rc.train.batch_size},
-      "teacher": {"name": rc.teacher.name, "weights": rc.teacher.weights or "(published)",
+      "teacher": {"name": rc.teacher.name, "weights": rc.teacher.weights or "published",
                   "resolution": rc.teacher.resolution},
       "data": {"name": rc.data.name, "train_split": rc.data.train_split,
                "test_split": rc.data.test_split},
@@ -118,9 +118,12 @@ def export(workdir: str, out: str, experiment: str | None = None, *,
     config_json["open_clip"] = {"file": OPEN_CLIP_FILE, **open_clip_cfg}
 
   parent = os.path.dirname(os.path.abspath(out))
-  os.makedirs(parent, exist_ok=True)
   _check_out(out, overwrite)
-  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out))}.")
+  try:
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(os.path.abspath(out))}.")
+  except OSError as e:
+    raise errors.UserError(f"--out={out}: cannot create it ({e.strerror or e})") from None
   os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; an export is meant to be shared.
   try:
     shutil.copyfile(student_path, os.path.join(tmp, encoder_lib.WEIGHTS_FILE))

@@ -5,12 +5,14 @@ r"""Classifies images with an exported robust encoder: the top-k labels with pro
 
 With `--corrupt`, each image is first corrupted by the operator (at the encoder's measurement
 size, as in training), the way Figure 1 of the paper reads: what the robust encoder still sees
-in a 90%-masked image. `--fraction` picks the probe fitted with that label fraction (default:
+in a 90%-masked image. The corruptions are the run's scored draw `--draw` of seed `--seed`: the
+i-th image of the command is corrupted as the run corrupted the i-th image of its test split
+(`rrjax.encoder`). `--fraction` picks the probe fitted with that label fraction (default:
 the largest). `--save_corrupted=DIR` writes the corrupted inputs as PNGs to look at.
 
 Output, one block per image:
 
-  shirt.png  [mask(0.9), seed 0]
+  shirt.png  [mask(0.9), seed 0, draw 0]
     1. Shirt        0.71
     2. T-shirt/top  0.18
     ...
@@ -31,7 +33,8 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("encoder", None, "An export directory of `python -m rrjax.export`.")
 flags.DEFINE_integer("top_k", 5, "Labels to print per image.")
 flags.DEFINE_string("corrupt", None, "Operator spec applied first, e.g. 'mask(0.9)'.")
-flags.DEFINE_integer("seed", 0, "Corruption key: jax.random.key(seed), image i its i-th draw.")
+flags.DEFINE_integer("seed", 0, "The run seed whose scored corruption draws to use.")
+flags.DEFINE_integer("draw", 0, "Which of its scored draws (0: the first).")
 flags.DEFINE_float("fraction", None, "The probe's label fraction (default: the largest).")
 flags.DEFINE_string("save_corrupted", None, "Directory to write the (corrupted) inputs to.")
 
@@ -72,13 +75,18 @@ def _save_corrupted(enc, images, directory: str, paths: list[str]) -> None:
   """Writes the encoder's inputs, corrupted as `classify` saw them, as PNGs."""
   import numpy as np  # pylint: disable=import-outside-toplevel
   from PIL import Image  # pylint: disable=import-outside-toplevel
-  seen = enc.corrupt(images, FLAGS.corrupt, seed=FLAGS.seed) if FLAGS.corrupt else images
+  seen = (enc.corrupt(images, FLAGS.corrupt, seed=FLAGS.seed, draw=FLAGS.draw)
+          if FLAGS.corrupt else images)
   seen = np.asarray(seen, np.float32) / (255.0 if seen.dtype == np.uint8 else 1.0)
-  os.makedirs(directory, exist_ok=True)
-  for path, image in zip(paths, seen):
-    name = os.path.splitext(os.path.basename(path))[0] + ".png"
-    Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(
-        os.path.join(directory, name))
+  try:
+    os.makedirs(directory, exist_ok=True)
+    for path, image in zip(paths, seen):
+      name = os.path.splitext(os.path.basename(path))[0] + ".png"
+      Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)).save(
+          os.path.join(directory, name))
+  except OSError as e:
+    raise errors.UserError(f"--save_corrupted={directory}: cannot write there "
+                           f"({e.strerror or e})") from None
 
 
 def main(argv):
@@ -92,13 +100,14 @@ def main(argv):
     enc = encoder_lib.load_encoder(FLAGS.encoder)
     images = _decoded(enc, paths)
     ranked = enc.classify(images, top_k=FLAGS.top_k, corrupt=FLAGS.corrupt, seed=FLAGS.seed,
-                          fraction=FLAGS.fraction)
+                          draw=FLAGS.draw, fraction=FLAGS.fraction)
     if FLAGS.save_corrupted:
       _save_corrupted(enc, images, FLAGS.save_corrupted, paths)
   except errors.UserError as e:
     errors.exit_with("rrjax.predict", str(e))
   width = max(len(name) for row in ranked for name, _ in row)
-  how = f"  [{FLAGS.corrupt}, seed {FLAGS.seed}]" if FLAGS.corrupt else "  [clean]"
+  how = (f"  [{FLAGS.corrupt}, seed {FLAGS.seed}, draw {FLAGS.draw}]" if FLAGS.corrupt
+         else "  [clean]")
   for path, row in zip(paths, ranked):
     print(path + how)
     for rank, (name, prob) in enumerate(row, 1):

@@ -100,6 +100,7 @@ def _over_seeds(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     timing[f"seed_{seed}"] = seconds
   rows = rows_lib.aggregate_seeds(per_seed)
   report.write_results(workdir, config.to_dict(), rows, timing)
+  metrics.write_accuracy_events(workdir, rows)
   logging.info("wrote %s (%d cells over seeds %s)", os.path.join(workdir, "results.json"),
                len(rows), list(config.seeds))
   return rows
@@ -142,6 +143,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list
 
   count = metrics.merge_runs(workdir, [n for n, _ in experiments.expand(config)])
   report.write_results(workdir, config.to_dict(), results, timer.summary())
+  metrics.write_accuracy_events(workdir, results)
   logging.info("wrote %s (%d rows, %d metrics lines)", os.path.join(workdir, "results.json"),
                len(results), count)
   return results

@@ -229,3 +229,22 @@ def test_predict_names_a_missing_or_unreadable_image(exported, tmp_path):
                          (junk, "junk.png: not an image PIL can decode")):
     with pytest.raises(errors.UserError, match=expected):
       predict._decoded(enc, [str(path)])  # pylint: disable=protected-access
+
+
+def test_unwritable_outputs_are_one_line_errors(exported, workdir, tmp_path):
+  a_file = tmp_path / "a_file"
+  a_file.write_text("")
+  with pytest.raises(errors.UserError, match=f"--out={re.escape(str(a_file))}/sub: cannot "
+                     "create it"):
+    export.export(workdir, str(a_file / "sub"))
+  enc = encoder_lib.load_encoder(exported)
+  with pytest.raises(errors.UserError, match="N, H, W >= 1"):
+    enc.embed(np.zeros((0, 16, 16, 3), np.float32))
+  with pytest.raises(errors.UserError, match="with H, W >= 1"):
+    enc.embed([np.zeros((0, 5, 3), np.uint8)])
+  config = json.loads(open(os.path.join(exported, "config.json")).read())
+  bad = shutil.copytree(exported, tmp_path / "huge")
+  config["encoder"]["kwargs"]["resolution"] = 10**6
+  (bad / "config.json").write_text(json.dumps(config))
+  with pytest.raises(errors.UserError, match=r"not an integer in \[1, 4096\]"):
+    encoder_lib.load_encoder(bad)

@@ -82,6 +82,9 @@ class ImageFolderSource(source_lib.Source):
   def _read_labels(self, positions: Sequence[int]) -> list[int]:
     return [self._labels[p] for p in positions]
 
+  def _describe(self, position: int) -> str:
+    return f"image {self._paths[position]}"
+
 
 def layout_splits(root: str) -> tuple[str, ...]:
   """The base splits of the image folder `root`: ("train", "test") when it has split folders

@@ -198,7 +198,8 @@ class _BatchMaker:
           images[k] = self.view(image, step, int(self.offsets[k]))
         except (OSError, ValueError) as e:  # PIL's errors on a file it cannot decode.
           raise errors.UserError(f"{self.source.name} {self.source.split}: cannot decode "
-                                 f"example {idx[k]}: {e}") from e
+                                 f"{self.source.describe(int(idx[k]))}: "
+                                 f"{errors.one_line(e, 160)}") from e
     ok = idx >= 0
     return {"image": images, "label": labels,
             "index": np.where(ok, idx, 0).astype(np.int32), "mask": ok}

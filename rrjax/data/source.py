@@ -98,6 +98,16 @@ class Source(abc.ABC):
     images = [image if isinstance(image, bytes) else to_rgb(image) for image, _ in examples]
     return images, np.array([label for _, label in examples], dtype=np.int32).reshape(-1)
 
+  def describe(self, index: int) -> str:
+    """Example `index` (in [0, len)) as an error message names it: its file where it has one
+    (an image folder's path), else "example <index>"."""
+    return self._describe(int(self._positions[index])) or f"example {index}"
+
+  def _describe(self, position: int) -> str | None:
+    """The name of the example at `position` of the base split, or None (no better name)."""
+    del position
+    return None
+
   def labels(self) -> np.ndarray:
     """int32 `[len]`: every label, in order; sources that can, read them without the images."""
     from rrjax.parallel import preemption  # pylint: disable=g-import-not-at-top
@@ -176,6 +186,9 @@ class Subset(Source):
 
   def _read_labels(self, positions):
     return self._parent._read_labels(positions)
+
+  def _describe(self, position):
+    return self._parent._describe(position)
   # pylint: enable=protected-access
 
 
@@ -206,10 +219,14 @@ class InMemory(Source):
     else:
       self._stored = stored
     self._positions = np.arange(n)
+    self._parent = parent
 
   @property
   def held_in_memory(self) -> bool:
     return True
+
+  def _describe(self, position):
+    return self._parent.describe(position)
 
   def _read_many(self, positions):
     return [(views.decode(image) if isinstance(image, bytes) else image, label)

@@ -36,6 +36,13 @@ def draw_keys(seed: int, spec: str, draws: int) -> list[jax.Array]:
   return [jax.random.fold_in(base, d) for d in range(draws)]
 
 
+def draw_key(seed: int, spec: str, draw: int = 0) -> jax.Array:
+  """Key `draw` of `draw_keys(seed, spec, ...)`: the run's scored corruption draw `draw`."""
+  if draw < 0:
+    raise ValueError(f"draw={draw} must be >= 0")
+  return draw_keys(seed, spec, draw + 1)[draw]
+
+
 def top1(logits: np.ndarray | jax.Array, labels: np.ndarray) -> float:
   """Top-1 accuracy in percent of logits `[N, C]` against int labels `[N]`."""
   return float(100 * np.mean(np.argmax(np.asarray(logits), -1) == np.asarray(labels)))

@@ -171,3 +171,31 @@ def merge_runs(workdir: str | os.PathLike, names: list[str]) -> int:
         lines.append(json.dumps(dict(row, experiment=name), sort_keys=True))
   files.atomic_write(os.path.join(workdir, "metrics.jsonl"), "".join(l + "\n" for l in lines))
   return len(lines)
+
+
+def write_accuracy_events(workdir: str | os.PathLike, rows) -> str | None:
+  """TensorBoard scalars of a run's results rows, in `<workdir>/accuracy/` (the run
+  `<workdir>/accuracy` in `tensorboard --logdir`): per experiment, eval corruption and method,
+  the top-1 (mean over draws and seeds) against the label fraction in percent as the step (1, 10,
+  100: Figure 3 of the paper as a TensorBoard chart); tag `<experiment>/<eval corruption>/
+  <method>[ on <dataset>]`, the dataset named when it is not the training one. Returns the
+  directory, or None where nothing is written (a bucket, another process than the leader).
+  Each call's file replaces the earlier ones' points (`_EventFile`'s purge from step 1)."""
+  if not multiprocess.is_leader() or not files.is_local(workdir):
+    return None
+  directory = os.path.join(os.fspath(workdir), "accuracy")
+  os.makedirs(directory, exist_ok=True)
+  events = _EventFile(directory, resume_step=0)
+  datasets = [r["dataset"] for r in rows]
+  first = datasets[0] if datasets else None
+  by_step = {}
+  for r in rows:
+    tag = f"{r['experiment']}/{r['eval_corruption']}/{r['method']}"
+    if r["dataset"] != first:
+      tag += f" on {r['dataset']}"
+    step = max(1, round(100 * r["label_fraction"]))
+    by_step.setdefault(step, {})[tag] = r["top1_mean"]
+  for step in sorted(by_step):
+    events.write(files.to_python({"step": step, **by_step[step]}))
+  events.close()
+  return directory

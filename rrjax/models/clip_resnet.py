@@ -139,6 +139,8 @@ class ModifiedResNet(nn.Module):
     dtype: compute dtype of the tower (BatchNorm statistics, the attention softmax, the
       output projection, the classifier, the parameters and the returned output are float32).
   """
+  # The normalisation `prepare` applies inside (an exported encoder states it).
+  MEAN, STD = CLIP_MEAN, CLIP_STD
   layers: Sequence[int] = (3, 4, 6, 3)
   width: int = 64
   embed_dim: int = 1024
@@ -157,7 +159,7 @@ class ModifiedResNet(nn.Module):
     check_resolution(self.resolution)
     conv = functools.partial(nn.Conv, use_bias=False, dtype=self.dtype, kernel_init=_conv_init)
     norm = _norm(train, self.dtype)
-    x = prepare(images, self.resolution, CLIP_MEAN, CLIP_STD).astype(self.dtype)
+    x = prepare(images, self.resolution, self.MEAN, self.STD).astype(self.dtype)
     for i, features in enumerate((self.width // 2, self.width // 2, self.width), start=1):
       x = conv(features, (3, 3), 2 if i == 1 else 1, padding=((1, 1), (1, 1)), name=f"conv{i}")(x)
       x = nn.relu(norm(name=f"bn{i}")(x))

@@ -111,6 +111,8 @@ class CLIPVisionEncoder(nn.Module):
     dtype: compute dtype of the transformer (the projection to the embedding, the
       classifier, the parameters and the returned output are float32).
   """
+  # The normalisation `prepare` applies inside (an exported encoder states it).
+  MEAN, STD = CLIP_MEAN, CLIP_STD
   arch: tuple[tuple[str, Any], ...]
   resolution: int = 224
   head: str = "embed"
@@ -140,7 +142,7 @@ class CLIPVisionEncoder(nn.Module):
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
-    x = prepare(images, self.resolution, CLIP_MEAN, CLIP_STD).astype(self.dtype)
+    x = prepare(images, self.resolution, self.MEAN, self.STD).astype(self.dtype)
     # NHWC as it is: the inner module is channels-last (only the HF wrappers take NCHW).
     # CLIP has no BatchNorm; `train` only switches dropout, whose rates are 0 in CLIP.
     x = VisionWithProjection(self.config, dtype=self.dtype, name="clip")(

@@ -338,6 +338,19 @@ def build(name: str, pretrained: bool, head: str, weights: str | None = None, **
   return clip_vit.encoder(config, params if pretrained else None, head, **kwargs)
 
 
+def standalone_name(name: str, weights: str | None) -> str:
+  """The name that rebuilds the tower of `name` with `weights` from no file
+  (`build(..., pretrained=False)`, an exported encoder's architecture): an open_clip model whose
+  tag was trained with QuickGELU gets its `-quickgelu` name, whose random tower has that
+  activation; other names are their own (an `hf:` repository's tower needs its config from the
+  Hugging Face cache to be rebuilt)."""
+  parsed = parse(name)
+  if (parsed.model is None or parsed.quick_gelu or not weights or weights == "random"
+      or _is_path(weights)):
+    return name
+  return name + _QUICKGELU if _tag(parsed, weights)[1] else name
+
+
 def _tag(parsed: Name, weights: str | None) -> tuple[str, bool]:
   """`(repository, trained with QuickGELU)` of the pretrained tag `weights` of
   `open_clip:<model>` (a `-quickgelu` name has only the tags trained with it, as in open_clip)."""

@@ -10,21 +10,23 @@ pretrained=False, **kwargs)`) and the measurement size the operator acted at; ea
 carries the class names and the hyperparameters it was fitted with (`probe.save`).
 
 Examples: the student's answers on the first `EXAMPLES` images of the test split, clean and
-under each eval operator, corrupted under `jax.random.key(seed)` as one batch (image i's draw
-depends on the key and i alone, `rrjax.corruptions`), through the run's own evaluation path
-(`Encoder.features`, the probes of the run). `python -m rrjax.predict --corrupt=<op>
---seed=<seed>` on the same images draws the same corruptions: the model card shows them, and a
-test holds the exported encoder to them.
+under each eval operator, through the run's own evaluation path (`Encoder.features`, the
+probes of the run) and with its first scored corruption draw (`scoring.draw_key(seed, op, 0)`:
+the first images of the test split are the first of its first eval batch, and an image's
+corruption depends on the key and its place in the batch alone, `rrjax.corruptions`).
+`python -m rrjax.predict --corrupt=<op> --seed=<seed>` on the same images, in the same order,
+draws the same corruptions: the model card shows them, and a test holds the exported encoder
+to them.
 """
 
 import json
 import os
 
-import jax
 import numpy as np
 
 from rrjax import data, errors
 from rrjax.evaluation import probe as probe_lib
+from rrjax.evaluation import scoring
 from rrjax.io import files
 from rrjax.models import weights_io
 
@@ -96,14 +98,14 @@ def save_examples(rundir: str, encoder, test, ops, probes: dict, class_names, *,
     ops: the eval operators.
     probes: label fraction -> fitted `Probe`.
     class_names: label i's name.
-    seed: the run's seed: the corruption key is `jax.random.key(seed)`.
+    seed: the run's seed: the corruption key is its first scored draw's.
     dataset: the test split's name, for the record.
   """
   n = min(EXAMPLES, len(test.source))
   images = data.subset(test.source, np.arange(n))
-  key = jax.random.key(seed)
   answers = {}
   for op in (None, *ops):
+    key = scoring.draw_key(seed, str(op)) if op is not None else None
     features = encoder.features(images, op, key)
     answers["clean" if op is None else str(op)] = {
         f"{f:g}": top_k(probe_lib.logits(p, features), class_names) for f, p in probes.items()}
@@ -112,4 +114,5 @@ def save_examples(rundir: str, encoder, test, ops, probes: dict, class_names, *,
                          for op, per_fraction in answers.items()}} for i in range(n)]
   files.write_json(os.path.join(rundir, EXAMPLES_FILE),
                    {"dataset": dataset, "split": test.source.split, "seed": seed,
-                    "key": f"jax.random.key({seed})", "examples": examples})
+                    "key": f"rrjax.evaluation.scoring.draw_key({seed}, <op>, 0)",
+                    "examples": examples})

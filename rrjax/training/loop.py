@@ -175,7 +175,9 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
         eta = (total_steps - step) * batch_size / max(speed, 1e-9)
         logging.info("%s step %d/%d  loss %.4f  %.1f img/s  ETA %.0fs", name, step,
                      total_steps, loss, speed, eta)
-        metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed)
+        extra = {"grad_norm": float(out["grad_norm"])} if "grad_norm" in out else {}
+        metrics.write(run=name, step=step, loss=loss, lr=float(lr_at(step)), images_per_s=speed,
+                      **extra)
         window_start, window_step = now, step
       if best is not None and (step % best.validation.every == 0 or step >= total_steps):
         # Before a SIGTERM stops training here: the resumed run starts after this step.

@@ -99,7 +99,13 @@ def architecture(config) -> tuple[str, dict]:
   """`(name, kwargs)` such that `rrjax.models.load(name, pretrained=False, head="embed",
   **kwargs)` builds the student's module (its variables' structure; the weights are the
   trained ones): what an exported encoder needs to be rebuilt."""
-  name = config.student.name or config.teacher.name
+  if config.student.name and config.student.name != config.teacher.name:
+    name = config.student.name  # Randomly initialised: its name is its architecture.
+  elif models.is_hub_name(config.teacher.name):
+    from rrjax.models import hub  # pylint: disable=import-outside-toplevel
+    name = hub.standalone_name(config.teacher.name, config.teacher.weights)
+  else:
+    name = config.teacher.name
   return name, ({"resolution": config.teacher.resolution} if config.teacher.resolution else {})
 
 

@@ -89,6 +89,13 @@ def test_imagefolder_corrupt_files_are_errors_naming_the_file(folder):
   position = [p.endswith("broken.png") for p in source._paths].index(True)
   with pytest.raises(ValueError, match="cannot read image .*broken.png"):
     source.get([position])
+  # The input pipeline, which decodes the stored bytes in its views, names the file too, also
+  # through a subset of the split and a copy held in memory.
+  for view, index in ((source, position), (source_lib.subset(source, [position]), 0),
+                      (source_lib.in_memory(source, max_bytes=1 << 30), position)):
+    with pytest.raises(errors.UserError, match=r"cannot decode image .*broken\.png: "):
+      list(rrjax.data.batches(view, 4, train=False, seed=0, num_workers=0))
+    assert view.describe(index).endswith("broken.png")
 
 
 def _one_folder(root, counts):

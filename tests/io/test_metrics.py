@@ -117,3 +117,19 @@ def test_merge_runs_tags_every_line_with_its_experiment(tmp_path):
   assert [m["experiment"] for m in merged] == ["a"] * 20 + ["b"] * 20
   assert merged[0] == {"experiment": "a", "images_per_s": 100.0, "loss": 5.0, "lr": 3e-4,
                        "run": "student[mask(0.9)]", "step": 1}
+
+
+def test_the_runs_accuracies_are_tensorboard_scalars_by_label_fraction(tmp_path):
+  row = lambda method, fraction, top1, dataset="fmnist": {
+      "experiment": "mask90", "eval_corruption": "mask(0.9)", "method": method,
+      "dataset": dataset, "label_fraction": fraction, "top1_mean": top1}
+  rows = [row("ours", 0.01, 49.5), row("ours", 1.0, 67.25), row("baseline", 0.1, 61.0),
+          row("ours", 1.0, 30.0, dataset="digits"), row("baseline", 1.0, float("nan"))]
+  directory = metrics.write_accuracy_events(tmp_path, rows)
+  assert directory == str(tmp_path / "accuracy")
+  # A rewrite (a resumed run's new results) replaces the earlier points.
+  metrics.write_accuracy_events(tmp_path, rows)
+  assert _tensorboard_scalars(tmp_path / "accuracy") == {
+      "mask90/mask(0.9)/ours": [(1, 49.5), (100, 67.25)],
+      "mask90/mask(0.9)/baseline": [(10, 61.0)],
+      "mask90/mask(0.9)/ours on digits": [(100, 30.0)]}

@@ -258,6 +258,17 @@ def test_open_clip_tag_loads_the_tower_it_names(cache, tag):
   _same_tower(cache["towers"][tag], (module, variables))
 
 
+@pytest.mark.parametrize("tag", ["gelu", "quick"])
+def test_the_standalone_name_rebuilds_the_taggeds_activation(cache, tag):
+  """An exported student is rebuilt from its name alone (`rrjax.export`): a tag trained with
+  QuickGELU must not come back with GELU."""
+  module, _ = models.load("open_clip:ViT-tiny", weights=tag, resolution=32)
+  name = hub.standalone_name("open_clip:ViT-tiny", tag)
+  rebuilt, _ = models.load(name, pretrained=False, resolution=32)
+  assert rebuilt.config == module.config
+  assert name == ("open_clip:ViT-tiny-quickgelu" if tag == "quick" else "open_clip:ViT-tiny")
+
+
 def test_open_clip_resnet_tag_and_random_from_a_config(cache, tmp_path):
   module, variables = models.load("open_clip:RN-tiny-quickgelu", weights="openai")
   assert (module.resolution, module.heads, module.embed_dim) == (64, 4, 16)
