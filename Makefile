@@ -96,10 +96,14 @@ encoder-demo: setup
 	$(PY) -m rrjax.predict --encoder=exports/mask90 --corrupt='mask(0.9)' --top_k=3 \
 	  runs/demo_images/*.png
 
-# The headline tables: both demo experiments on 3 training seeds (configs/demo.py:seeds).
+# The headline tables: both demo experiments on 3 training seeds (configs/demo.py:seeds), one
+# workdir each (each resumes on its own; README gives the wall time of each).
 demo-seeds: setup
-	$(RUN) -m rrjax.main --config=configs/demo.py:seeds --workdir=runs/demo_seeds
-	@cat runs/demo_seeds/report.md
+	$(RUN) -m rrjax.main --config=configs/demo.py:seeds --config.only=mask90 \
+	  --workdir=runs/demo_seeds_mask90
+	$(RUN) -m rrjax.main --config=configs/demo.py:seeds --config.only=noise05 \
+	  --workdir=runs/demo_seeds_noise05
+	@cat runs/demo_seeds_mask90/report.md runs/demo_seeds_noise05/report.md
 
 # The baseline's learning rate, chosen on the validation split (configs/demo.py:select_baseline).
 select-baseline: setup

@@ -12,7 +12,7 @@ at the learning rate the validation sweep `:select_baseline` chose.
 
   make demo          # = ... --config=configs/demo.py --workdir=runs/demo: mask90, seed 0
                      #   (one operator: both do not fit the 15-minute budget on 2 CPU cores)
-  make demo-seeds    # = ... --config=configs/demo.py:seeds --workdir=runs/demo_seeds: both
+  make demo-seeds    # = ... --config=configs/demo.py:seeds, one workdir per experiment: both
                      #   experiments, seeds 0, 1, 2; README's headline tables
   python -m rrjax.main --config=configs/demo.py:smoke --workdir=/tmp/smoke   # < 1 minute
       # (rrjax/config/smoke.py, with the real EfficientNet-Lite0 seen at 32 px)

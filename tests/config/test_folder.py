@@ -62,6 +62,16 @@ def test_the_layout_picks_the_splits_and_the_variants(tmp_path):
   assert helpers.load_config("folder", f"{split}:seeds").seeds == (0, 1, 2)
 
 
+def test_a_folder_smaller_than_a_batch_trains_on_whole_split_batches(tmp_path):
+  """7 images a class (the stated minimum) give 2 x 7 x 72% = 10 training images: a batch of
+  10, not the demo's 64 (or the smoke's 16), which the student's whole batches would refuse."""
+  small = make_images(tmp_path / "small", classes=2, per_class=7)
+  assert helpers.load_config("folder", small).train.batch_size == 10
+  assert helpers.load_config("folder", f"{small}:smoke").train.batch_size == 10
+  large = make_images(tmp_path / "large", classes=2, per_class=60)
+  assert helpers.load_config("folder", large).train.batch_size == 64
+
+
 @pytest.mark.parametrize("arg, message", [
     (None, "configs/folder.py needs the image folder: --config=configs/folder.py:DIR"),
     ("smoke", "configs/folder.py needs the image folder"),
