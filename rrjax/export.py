@@ -264,10 +264,16 @@ def model_card(config: dict, rows: list[dict], examples: dict | None,
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The finished run's --workdir.")
-flags.DEFINE_string("experiment", None, "The experiment to export (default: the run's only one).")
-flags.DEFINE_string("out", None, "The export directory to write.")
-flags.DEFINE_bool("overwrite", False, "Replace an earlier export at --out.")
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing the module defines none, so that it
+  can be imported beside `rrjax.main`, whose `--workdir` it shares)."""
+  flags.DEFINE_string("workdir", None, "The finished run's --workdir.")
+  flags.DEFINE_string("experiment", None,
+                      "The experiment to export (default: the run's only one).")
+  flags.DEFINE_string("out", None, "The export directory to write.")
+  flags.DEFINE_bool("overwrite", False, "Replace an earlier export at --out.")
 
 
 def main(argv):
@@ -284,4 +290,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

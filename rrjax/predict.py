@@ -30,13 +30,18 @@ from rrjax import errors
 _MAX_IMAGE_BYTES = 256 << 20
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("encoder", None, "An export directory of `python -m rrjax.export`.")
-flags.DEFINE_integer("top_k", 5, "Labels to print per image.")
-flags.DEFINE_string("corrupt", None, "Operator spec applied first, e.g. 'mask(0.9)'.")
-flags.DEFINE_integer("seed", 0, "The run seed whose scored corruption draws to use.")
-flags.DEFINE_integer("draw", 0, "Which of its scored draws (0: the first).")
-flags.DEFINE_float("fraction", None, "The probe's label fraction (default: the largest).")
-flags.DEFINE_string("save_corrupted", None, "Directory to write the (corrupted) inputs to.")
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing the module defines none)."""
+  flags.DEFINE_string("encoder", None, "An export directory of `python -m rrjax.export`.")
+  flags.DEFINE_integer("top_k", 5, "Labels to print per image.")
+  flags.DEFINE_string("corrupt", None, "Operator spec applied first, e.g. 'mask(0.9)'.")
+  flags.DEFINE_integer("seed", 0, "The run seed whose scored corruption draws to use.")
+  flags.DEFINE_integer("draw", 0, "Which of its scored draws (0: the first).")
+  flags.DEFINE_float("fraction", None, "The probe's label fraction (default: the largest).")
+  flags.DEFINE_string("save_corrupted", None,
+                      "Directory to write the (corrupted) inputs to.")
 
 
 def read_images(paths: list[str]) -> list[bytes]:
@@ -116,4 +121,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)

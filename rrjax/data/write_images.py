@@ -19,10 +19,14 @@ from PIL import Image
 from rrjax import errors
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("data", "fashion_mnist_local", "Dataset name (as `config.data.name`).")
-flags.DEFINE_string("split", "test[:5]", "Split, with an optional slice.")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir, if the dataset needs one.")
-flags.DEFINE_string("out", None, "Directory to write the PNG files to.")
+
+
+def define_flags() -> None:
+  """The command's flags, defined when it runs (importing the module defines none)."""
+  flags.DEFINE_string("data", "fashion_mnist_local", "Dataset name (`config.data.name`).")
+  flags.DEFINE_string("split", "test[:5]", "Split, with an optional slice.")
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir, if the dataset needs one.")
+  flags.DEFINE_string("out", None, "Directory to write the PNG files to.")
 
 
 def write(data: str, split: str, out: str, data_dir: str | None = None) -> list[str]:
@@ -59,4 +63,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
