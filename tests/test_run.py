@@ -317,8 +317,9 @@ def test_student_batch_larger_than_the_training_split_is_refused_before_compute(
     folder, tmp_path, monkeypatch):
   monkeypatch.setattr(models, "load_from_config",
                       lambda *a, **k: pytest.fail("the teacher was loaded"))
-  c = helpers.tiny_config(folder, data__train_split="train[:12]")
+  # 24 images: at least 5 of each of the 3 classes (the image folder's minimum), fewer than 32.
+  c = helpers.tiny_config(folder, data__train_split="train[:24]", train__batch_size=32)
   with pytest.raises(errors.UserError) as info:
     run.train_and_evaluate(c, str(tmp_path))
-  assert str(info.value) == ("config.train.batch_size (experiment mask): 16 exceeds the 12 "
-                             "images of data.train_split 'train[:12]'")
+  assert str(info.value) == ("config.train.batch_size (experiment mask): 32 exceeds the 24 "
+                             "images of data.train_split 'train[:24]'")

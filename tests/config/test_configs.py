@@ -90,7 +90,15 @@ def _check_results(workdir: str, config):
 # Every config's smoke goes through the real entry point; demo.py's is
 # tests/test_run.py::test_main_smoke_writes_every_output (it also checks every output file),
 # folder.py's (on a folder of its own, not the smoke data) tests/config/test_folder.py's.
-@pytest.mark.parametrize("name", [n for n in CONFIGS if n not in ("demo", "folder")])
+# The two slowest (digits: about 60 s, the real EfficientNet-Lite0 on two experiments;
+# demo_suite: about 30 s, ten students) run in `make test-slow`, which CI runs too: the default
+# run stays within its 10 minutes on 2 cores.
+_SLOW_SMOKES = ("digits", "demo_suite")
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param(n, marks=pytest.mark.slow) if n in _SLOW_SMOKES else n
+    for n in CONFIGS if n not in ("demo", "folder")])
 def test_smoke_through_main(name, folder, tmp_path, monkeypatch):
   """`python -m rrjax.main --config=configs/<name>.py:smoke`, in-process, on the tiny folder."""
   monkeypatch.setenv("RRJAX_SMOKE_DATA", f"imagefolder:{folder}")
