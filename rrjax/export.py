@@ -288,7 +288,6 @@ def main(argv):
   print(f"exported to {out}")
 
 
-
 if __name__ == "__main__":
   define_flags()
   app.run(main)
