@@ -156,7 +156,7 @@ def _main_case(case, folder, tmp_path):
       f"workdir {workdir} holds a run of a different config ({workdir}/config.json): "
       "config.seed was 0, now 3. Use a fresh --workdir, so that the two runs' checkpoints and "
       "results do not mix (fields a rerun may change: train.log_every, train.checkpoint_every, "
-      "baseline.log_every, stages, experiments.*.stages, only)"), {
+      "baseline.log_every, baseline.checkpoint_every, stages, experiments.*.stages, only)"), {
           workdir / "results.json": earlier}
 
 

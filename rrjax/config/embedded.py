@@ -60,6 +60,7 @@ def base() -> ml_collections.ConfigDict:
   c.baseline.batch_size = 64
   c.baseline.select = True
   c.baseline.log_every = 50
+  c.baseline.checkpoint_every = 500
   return c
 
 

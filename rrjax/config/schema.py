@@ -151,6 +151,9 @@ def base() -> ml_collections.ConfigDict:
   c.baseline.lr_grid = ()
   c.baseline.val_points = 25
   c.baseline.log_every = 50
+  # Steps between checkpoints (0: only at the end and on SIGTERM); the best state on validation
+  # is written with each (`rrjax.training.loop.Validation`).
+  c.baseline.checkpoint_every = 1000
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1

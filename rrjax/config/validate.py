@@ -128,6 +128,7 @@ def _validate_one(c) -> None:
   _int(c, "baseline.batch_size", 1)
   _int(c, "baseline.max_steps", 0)
   _int(c, "baseline.epochs", 1)
+  _int(c, "baseline.checkpoint_every", 0)
   encoder = c.baseline.get("encoder")
   if encoder is not None:
     if encoder.name:

@@ -24,8 +24,8 @@ CONFIG_FILE = "config.json"
 # stages and experiments run, and each of those computes the same whether the others run or
 # not. Everything else is refused, `eval.batch_size` and `mesh.data` included: the eval
 # corruption draws depend on the batch size and the device count. `*` stands for any name.
-RERUN_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "baseline.log_every", "stages",
-                    "experiments.*.stages", "only")
+RERUN_MAY_CHANGE = ("train.log_every", "train.checkpoint_every", "baseline.log_every",
+                    "baseline.checkpoint_every", "stages", "experiments.*.stages", "only")
 _PROBE_PREFIX = ".rrjax-write-probe-"
 
 

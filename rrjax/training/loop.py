@@ -46,8 +46,14 @@ Preempted = preemption.Preempted
 class Validation:
   """Model selection during training: `score(variables)` (higher is better; the same in every
   process) every `every` steps and at the last one, each logged as `val_top1`; the best-scoring
-  state is checkpointed under `<workdir>/best` and is what `train` returns (the first best on
-  ties, so the fewest steps). After `train`, `best_step` and `best_score` say which it was."""
+  state is what `train` returns (the first best on ties, so the fewest steps). After `train`,
+  `best_step` and `best_score` say which it was.
+
+  The best state is held (a copy on the devices) until training checkpoints, and written under
+  `<workdir>/best` just before each checkpoint of `<workdir>/checkpoints`: a resumed run finds
+  the best of the steps it does not redo, and redoes (and rescores) the others. Validation does
+  not checkpoint by itself (an Orbax save of EfficientNet-Lite0's state takes about 0.5 s on 2
+  CPU cores, against 4 s of training between the demo baseline's validations)."""
   every: int
   score: Callable[[dict], float]
   best_step: int | None = None
@@ -87,6 +93,7 @@ def train(state: TrainState, advance: Callable, batches_from: Callable[[int], It
     if best is not None:
       if best.step is None:  # Nothing was scored (no steps to train): the state is the best.
         best.offer(state, int(jax.device_get(state.step)), metrics=None)
+        best.persist()
       logging.info("%s: best on validation at step %d/%d (top-1 %.2f)", name, best.step,
                    total_steps, best.score)
       validation.best_step, validation.best_score = best.step, best.score
@@ -106,6 +113,7 @@ class _Best:
     self.validation, self.name = validation, name
     self.checkpointer = Checkpointer(directory, max_to_keep=1)
     self.step, self.score = None, -math.inf
+    self.pending = None  # The best state while it is not yet written (`persist`).
 
   def resume(self, template: TrainState) -> None:
     """Reads the best state of an interrupted run back, and rescores it."""
@@ -122,8 +130,15 @@ class _Best:
     logging.info("%s step %d: validation top-1 %.2f (best %.2f)", self.name, step, score,
                  max(score, self.score))
     if score > self.score:
-      _save(self.checkpointer, state, self.name, step)
+      # A copy: the training step donates the state's buffers.
+      self.pending = jax.tree.map(lambda x: x.copy(), state)
       self.step, self.score = step, score
+
+  def persist(self) -> None:
+    """Writes the best state held since the last checkpoint, if any (before that checkpoint)."""
+    if self.pending is not None:
+      _save(self.checkpointer, self.pending, self.name, self.step)
+      self.pending = None
 
   def variables(self, template: TrainState) -> dict:
     return jax.device_get(self.checkpointer.restore_latest(template).variables())
@@ -180,20 +195,29 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
                       **extra)
         window_start, window_step = now, step
       if best is not None and (step % best.validation.every == 0 or step >= total_steps):
-        # Before a SIGTERM stops training here: the resumed run starts after this step.
+        # Before a checkpoint of this step: the resumed run starts after it.
         best.offer(state, step, metrics)
-        _save(checkpointer, state, name, step)  # So that a resumed run never scores it twice.
       if preemption.requested():
-        _save(checkpointer, state, name, step)
+        _checkpoint(checkpointer, state, name, step, best)
         logging.warning("%s: SIGTERM at step %d/%d; checkpoint saved, stopping", name, step,
                         total_steps)
         raise Preempted(name, step)
       if checkpoint_every and step % checkpoint_every == 0:
-        _save(checkpointer, state, name, step)
+        _checkpoint(checkpointer, state, name, step, best)
       if step >= total_steps:
         break
-  _save(checkpointer, state, name, step)
+  _checkpoint(checkpointer, state, name, step, best)
   return state
+
+
+def _checkpoint(checkpointer: Checkpointer, state: TrainState, name: str, step: int,
+                best: "_Best | None") -> None:
+  """Checkpoints `state`, the best state held first: a crash between the two leaves a best
+  that the resumed run, redoing the steps after the older checkpoint, reaches again and keeps
+  (a tie keeps the first), never a checkpoint newer than the best it knows of."""
+  if best is not None:
+    best.persist()
+  _save(checkpointer, state, name, step)
 
 
 @jax.jit

@@ -57,7 +57,8 @@ def test_workdir_of_another_config_is_refused_and_left_alone(folder, tmp_path):
         f"workdir {tmp_path} holds a run of a different config ({tmp_path}/config.json): "
         f"config.{field} was {before}, now {now}. Use a fresh --workdir, so that the two runs' "
         "checkpoints and results do not mix (fields a rerun may change: train.log_every, "
-        "train.checkpoint_every, baseline.log_every, stages, experiments.*.stages, only)")
+        "train.checkpoint_every, baseline.log_every, baseline.checkpoint_every, stages, "
+        "experiments.*.stages, only)")
   assert (tmp_path / "results.json").read_bytes() == earlier
   assert (tmp_path / "config.json").read_bytes() == stored
 
@@ -65,7 +66,7 @@ def test_workdir_of_another_config_is_refused_and_left_alone(folder, tmp_path):
 def test_rerun_may_change_bookkeeping_fields(folder, tmp_path):
   _claimed(folder, tmp_path)
   rerun = helpers.tiny_config(folder, train__log_every=7, train__checkpoint_every=0,
-                              stages=("train",))
+                              baseline__checkpoint_every=3, stages=("train",))
   workdir_lib.claim_workdir(rerun, str(tmp_path))
   assert json.loads((tmp_path / "config.json").read_text())["train"]["log_every"] == 7
 

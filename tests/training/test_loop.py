@@ -144,7 +144,7 @@ def test_train_closes_the_checkpointer_when_training_stops(tmp_path, monkeypatch
   assert closed == [1]
 
 
-def _toy_train(tmp_path, scores, total=6, every=2, crash_at=None):
+def _toy_train(tmp_path, scores, total=6, every=2, crash_at=None, checkpoint_every=0):
   """`loop.train` of a toy state whose parameter w is the step; validation scores `scores[w]`."""
   state = train_state.TrainState.create({"params": {"w": jnp.zeros(())}}, optax.sgd(0.1))
   seen = []
@@ -166,7 +166,8 @@ def _toy_train(tmp_path, scores, total=6, every=2, crash_at=None):
                          lambda start: ({"image": np.zeros((1, 1))} for _ in range(total - start)),
                          workdir=str(tmp_path), name="toy", total_steps=total, batch_size=1,
                          mesh=sharding.make_mesh(1), lr_at=lambda s: 0.1, log_every=1,
-                         checkpoint_every=0, fields=("image",), validation=validation)
+                         checkpoint_every=checkpoint_every, fields=("image",),
+                         validation=validation)
   return variables, validation, seen
 
 
@@ -185,8 +186,46 @@ def test_validation_returns_the_best_step_not_the_last(tmp_path):
 def test_validation_resumes_with_the_best_state_of_the_interrupted_run(tmp_path):
   scores = {2: 60.0, 4: 90.0, 6: 80.0, 8: 85.0}
   with pytest.raises(RuntimeError, match="simulated crash"):
-    _toy_train(tmp_path, scores, total=8, crash_at=6)  # After the step-4 validation.
-  variables, validation, seen = _toy_train(tmp_path, scores, total=8)
+    # After the step-4 validation and checkpoint.
+    _toy_train(tmp_path, scores, total=8, crash_at=6, checkpoint_every=4)
+  variables, validation, seen = _toy_train(tmp_path, scores, total=8, checkpoint_every=4)
   # The best (step 4) is read back and rescored, then steps 6 and 8 are scored; step 4 stays.
   assert seen == [4, 6, 8]
+  assert int(variables["params"]["w"]) == 4 and validation.best_step == 4
+
+
+def test_validation_writes_the_best_only_with_a_checkpoint(tmp_path):
+  # Step 2 is best, but no checkpoint follows it before the crash: nothing is written, and the
+  # rerun redoes (and rescores) every step, choosing the same one.
+  scores = {2: 90.0, 4: 60.0, 6: 80.0}
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _toy_train(tmp_path, scores, crash_at=5)
+  assert not (tmp_path / "checkpoints").exists() or not list((tmp_path / "checkpoints").iterdir())
+  assert not (tmp_path / "best").exists() or not list((tmp_path / "best").iterdir())
+  variables, validation, seen = _toy_train(tmp_path, scores)
+  assert seen == [2, 4, 6]
+  assert int(variables["params"]["w"]) == 2 and validation.best_step == 2
+  # Three validations, one save of each directory: the last step and the best.
+  assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["6"]
+  assert sorted(p.name for p in (tmp_path / "best").iterdir()) == ["2"]
+
+
+def test_a_crash_between_the_best_and_its_checkpoint_keeps_the_same_choice(tmp_path, monkeypatch):
+  # The best (step 4) is written, then the step-4 checkpoint fails: the rerun resumes from the
+  # step-2 checkpoint, redoes step 4 (a tie with the best it read: the first, the same state,
+  # stays) and ends on the same choice.
+  scores = {2: 50.0, 4: 90.0, 6: 80.0}
+  save = loop._save
+
+  def failing_save(checkpointer, state, name, step):
+    if step == 4 and str(checkpointer._manager.directory).endswith("checkpoints"):
+      raise RuntimeError("simulated crash")
+    save(checkpointer, state, name, step)
+
+  monkeypatch.setattr(loop, "_save", failing_save)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    _toy_train(tmp_path, scores, checkpoint_every=2)
+  monkeypatch.setattr(loop, "_save", save)
+  variables, validation, seen = _toy_train(tmp_path, scores, checkpoint_every=2)
+  assert seen == [4, 4, 6]  # The best read back, then steps 4 and 6.
   assert int(variables["params"]["w"]) == 4 and validation.best_step == 4
