@@ -10,9 +10,11 @@ import sys
 
 import numpy as np
 import pytest
+from flax import traverse_util
 
 from rrjax import encoder as encoder_lib
-from rrjax import errors, export, run
+from rrjax import errors, export, models, run
+from rrjax.models import clip_vit, openai_layout, weights_io
 from rrjax.outputs import products
 from tests import helpers
 
@@ -131,6 +133,36 @@ def test_model_card_and_config_describe_the_run(exported, workdir):
           and r["label_fraction"] == 1.0]
   assert f"{ours[0]['top1_mean']:.2f}" in card
   assert "## Examples" in card and "`mask(0.9)`" in card
+
+
+def test_a_clip_student_exports_its_tower_in_open_clip_layout(workdir, tmp_path):
+  """The run's student replaced by a tiny CLIP ViT (as a CLIP-teacher run writes it): the export
+  holds its tower in OpenAI/open_clip naming, which reads back (the table open_clip loading
+  is checked against: tests/models/test_openai_layout_reference.py) into the encoder's
+  own parameters, and its open_clip config."""
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  tower = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+               patch_size=8, image_size=16, projection_dim=32)  # 32: the probes' width.
+  kwargs = {"resolution": 16, "config": tower}
+  _, variables = models.load("clip_vit_b32", pretrained=False, head="embed", seed=3, **kwargs)
+  products.save_student(os.path.join(copy, EXPERIMENT), variables, name="clip_vit_b32",
+                        kwargs=kwargs, measurement_size=16)
+  out = export.export(copy, str(tmp_path / "clip"), EXPERIMENT)
+  config = encoder_lib.read_config(out)
+  assert config["open_clip"]["file"] == export.OPEN_CLIP_FILE
+  assert config["open_clip"]["vision_cfg"]["width"] == 16
+  state, _ = weights_io.read_safetensors(os.path.join(out, export.OPEN_CLIP_FILE))
+  assert "conv1.weight" in state and state["proj"].shape == (16, 32)
+  loaded = encoder_lib.load_encoder(out)
+  shapes = clip_vit.param_shapes(loaded.module.config)
+  back = openai_layout.vit_from_state_dict(state, shapes, source=out)
+  want = traverse_util.flatten_dict(loaded.variables["params"]["clip"])
+  got = traverse_util.flatten_dict(back)
+  assert sorted(got) == sorted(want)
+  for path, value in want.items():
+    np.testing.assert_array_equal(got[path], np.asarray(value), err_msg=str(path))
+  assert loaded.embed(np.zeros((1, 20, 20, 3), np.uint8)).shape == (1, 32)
 
 
 @pytest.mark.parametrize("case", ["unfinished", "sweep_top", "no_experiment", "exists"])

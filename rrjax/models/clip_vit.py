@@ -435,6 +435,13 @@ def _load_params(model_cls, source: str, config):
 
 def load_vision_tower(source: str) -> tuple[CLIPVisionConfig, dict]:
   """Vision config and `VisionWithProjection` params of a full CLIP or vision-only checkpoint."""
+  vision = read_vision_config(source)
+  _, params = load_pretrained(_FlaxVisionWithProjection, source, config=vision)
+  return vision, params
+
+
+def read_vision_config(source: str) -> CLIPVisionConfig:
+  """The vision config of a full CLIP or vision-only checkpoint directory (no weights read)."""
   check_local_source(source)
   try:
     with _quiet_transformers():
@@ -449,8 +456,7 @@ def load_vision_tower(source: str) -> tuple[CLIPVisionConfig, dict]:
     vision = config
   else:
     raise errors.UserError(f"{source!r} holds a {type(config).__name__}, not a CLIP checkpoint")
-  _, params = load_pretrained(_FlaxVisionWithProjection, source, config=vision)
-  return vision, params
+  return vision
 
 
 _OPTIONS = ("resolution", "num_classes", "dtype", "seed", "config")

@@ -340,15 +340,44 @@ def build(name: str, pretrained: bool, head: str, weights: str | None = None, **
 
 def standalone_name(name: str, weights: str | None) -> str:
   """The name that rebuilds the tower of `name` with `weights` from no file
-  (`build(..., pretrained=False)`, an exported encoder's architecture): an open_clip model whose
-  tag was trained with QuickGELU gets its `-quickgelu` name, whose random tower has that
-  activation; other names are their own (an `hf:` repository's tower needs its config from the
-  Hugging Face cache to be rebuilt)."""
+  (`build(..., pretrained=False)`, an exported encoder's architecture).
+
+  An open_clip model whose tag was trained with QuickGELU gets its `-quickgelu` name, whose
+  random tower has that activation. An `hf:` repository (its config read from the Hugging Face
+  cache, where the run that calls this found it) gets the `open_clip:` name of the model whose
+  tower it is (`_MODELS`, with the repository's activation), e.g. FARE's `chs20/fare2-clip` ->
+  `open_clip:ViT-B-32-quickgelu`, `openai/clip-vit-base-patch16` ->
+  `open_clip:ViT-B-16-quickgelu`; a repository whose tower is none of them keeps its name, and
+  rebuilding it needs the repository's config from the hub or its cache. Other names are their
+  own."""
   parsed = parse(name)
-  if (parsed.model is None or parsed.quick_gelu or not weights or weights == "random"
-      or _is_path(weights)):
+  if parsed.repo is not None:
+    known = _known_model(parsed)
+    return name if known is None else f"open_clip:{known}"
+  if (parsed.quick_gelu or not weights or weights == "random" or _is_path(weights)):
     return name
   return name + _QUICKGELU if _tag(parsed, weights)[1] else name
+
+
+def _known_model(parsed: Name) -> str | None:
+  """The open_clip model (`-quickgelu` where the tower has QuickGELU) whose random tower
+  computes as the `hf:` repository's does, or None."""
+  files = _repository_config(parsed)
+  if files[0] == "open_clip":
+    _, arch, quick_gelu = files
+    for model, known in _MODELS.items():
+      if known == arch:
+        return model + _QUICKGELU if quick_gelu and not isinstance(arch.layers, tuple) else model
+    return None
+  from rrjax.models import clip_vit  # pylint: disable=import-outside-toplevel  # transformers
+  vision = clip_vit.arch_of(files[1])
+  for model, known in _MODELS.items():
+    if isinstance(known.layers, tuple):
+      continue
+    for quick_gelu in (False, True):
+      if clip_vit.arch_of(_vit_config(known, quick_gelu)) == vision:
+        return model + _QUICKGELU if quick_gelu else model
+  return None
 
 
 def _tag(parsed: Name, weights: str | None) -> tuple[str, bool]:
@@ -411,15 +440,24 @@ def _repository(parsed: Name, weights: bool) -> tuple:
   """The files of an `hf:` repository: `("open_clip", Arch, quick_gelu, weights path or None
   unless `weights`)` or `("transformers", snapshot directory)` (whose config and weights
   transformers reads together)."""
+  config = _repository_config(parsed)
+  if config[0] == "open_clip":
+    return (*config, _fetch_one(parsed, _OPEN_CLIP_FILES) if weights else None)
+  return "transformers", os.path.dirname(_fetch_one(parsed, _HF_FILES))
+
+
+def _repository_config(parsed: Name) -> tuple:
+  """The architecture of an `hf:` repository, no weights read: `("open_clip", Arch,
+  quick_gelu)` or `("transformers", CLIPVisionConfig)`."""
   config = _fetch(parsed, (_OPEN_CLIP_CONFIG,))
   if config is not None:
-    arch, quick_gelu = read_open_clip_config(config)
-    return ("open_clip", arch, quick_gelu,
-            _fetch_one(parsed, _OPEN_CLIP_FILES) if weights else None)
-  if _fetch(parsed, (_HF_CONFIG,)) is None:
+    return ("open_clip", *read_open_clip_config(config))
+  path = _fetch(parsed, (_HF_CONFIG,))
+  if path is None:
     raise errors.UserError(f"{parsed.name}: {_missing(parsed, (_OPEN_CLIP_CONFIG, _HF_CONFIG))}"
                            " (open_clip's layout, or transformers')")
-  return "transformers", os.path.dirname(_fetch_one(parsed, _HF_FILES))
+  from rrjax.models import clip_vit  # pylint: disable=import-outside-toplevel  # transformers
+  return "transformers", clip_vit.read_vision_config(os.path.dirname(path))
 
 
 def _fetch_one(parsed: Name, filenames: tuple[str, ...]) -> str:

@@ -269,6 +269,27 @@ def test_the_standalone_name_rebuilds_the_taggeds_activation(cache, tag):
   assert name == ("open_clip:ViT-tiny-quickgelu" if tag == "quick" else "open_clip:ViT-tiny")
 
 
+@pytest.mark.parametrize("repo", ["robust/fare-tiny", "openai/clip-tiny"])
+def test_an_hf_repository_has_an_open_clip_name_that_rebuilds_it_without_the_hub(
+    cache, repo, monkeypatch):
+  """An exported student of an `hf:` teacher loads with no Hugging Face cache: its name is the
+  open_clip model of the same tower (open_clip's layout and transformers'), whose random
+  tower with the repository's weights computes the same embeddings."""
+  name = hub.standalone_name(f"hf:{repo}", None)
+  assert name == "open_clip:ViT-tiny-quickgelu"
+  module, variables = models.load(f"hf:{repo}")
+  monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache["root"] / "absent"))
+  rebuilt, random = models.load(name, pretrained=False)
+  assert jax.tree.map(np.shape, random) == jax.tree.map(np.shape, variables)
+  np.testing.assert_allclose(jax.jit(rebuilt.apply)(variables, _images()),
+                             jax.jit(module.apply)(variables, _images()), rtol=1e-6, atol=1e-6)
+
+
+def test_an_hf_repository_of_no_known_tower_keeps_its_name(monkeypatch):
+  monkeypatch.setattr(hub, "_MODELS", {k: v for k, v in hub._MODELS.items() if k != "ViT-tiny"})
+  assert hub.standalone_name("hf:robust/fare-tiny", None) == "hf:robust/fare-tiny"
+
+
 def test_open_clip_resnet_tag_and_random_from_a_config(cache, tmp_path):
   module, variables = models.load("open_clip:RN-tiny-quickgelu", weights="openai")
   assert (module.resolution, module.heads, module.embed_dim) == (64, 4, 16)
