@@ -158,6 +158,11 @@ def _validate_one(c) -> None:
   if c.mesh.data > visible:
     raise errors.UserError(f"config.mesh.data: {c.mesh.data} devices, but only {visible} are "
                            "visible")
+  if jax.process_count() > 1 and c.mesh.data not in (-1, visible):
+    raise errors.UserError(f"config.mesh.data: {c.mesh.data} devices, but a run of "
+                           f"{jax.process_count()} processes needs all {visible} in the mesh "
+                           "(-1 says all): a smaller mesh may hold only some processes' "
+                           "devices, and their batch slices would be dropped")
   devices = visible if c.mesh.data == -1 else c.mesh.data
   # Each device takes an equal slice of a global training batch (`sharding.check_batch_size`
   # again, where the batches are made); checked here too, before hours of earlier stages.

@@ -14,13 +14,39 @@ DATA = "data"
 
 
 def make_mesh(num_devices: int = -1) -> Mesh:
-  """A 1-D mesh over the first `num_devices` devices (-1: all of them)."""
+  """A 1-D mesh over the first `num_devices` devices (-1: all of them).
+
+  With more than one process the mesh must hold every device: a smaller one could hold only
+  process 0's, and the other processes' batch slices would fall outside it. The data axis lists
+  the devices process by process (process 0's first), the order in which `global_batch`
+  concatenates the processes' slices: checked, not assumed.
+
+  Raises:
+    ValueError: `num_devices` out of range, or not every device of a multi-process run
+      (`rrjax.config.validate` names the field first), or a device order that interleaves
+      processes.
+  """
   devices = jax.devices()
   if num_devices == -1:
     num_devices = len(devices)
   if not 1 <= num_devices <= len(devices):
     raise ValueError(f"mesh.data={num_devices} but {len(devices)} devices are visible")
+  if jax.process_count() > 1 and num_devices != len(devices):
+    # `rrjax.config.validate` refuses such a config first, naming the field.
+    raise ValueError(f"mesh.data={num_devices}: a run of {jax.process_count()} processes "
+                     f"needs all {len(devices)} devices in the mesh")
+  check_process_order(devices[:num_devices])
   return Mesh(np.asarray(devices[:num_devices]), (DATA,))
+
+
+def check_process_order(devices) -> None:
+  """Raises ValueError unless `devices` list each process's devices together, processes in
+  increasing order (the batch layout of `rrjax.data.batches` and `global_batch`)."""
+  order = [d.process_index for d in devices]
+  if order != sorted(order):
+    raise ValueError(f"the devices interleave processes along the data axis ({order[:16]}); "
+                     "rrjax's batch layout needs each process's devices together, in process "
+                     "order")
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -71,6 +71,30 @@ def test_batch_not_divisible_by_the_devices_is_refused_before_compute(folder, mo
   validate.validate(helpers.tiny_config(folder, train__batch_size=16))
 
 
+def test_a_multi_process_run_needs_every_device_in_the_mesh(folder, monkeypatch):
+  # Two processes of 4 devices each: a mesh of the first 4 would hold only process 0's.
+  monkeypatch.setattr(jax, "device_count", lambda: 8)
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  with pytest.raises(ValueError) as info:
+    validate.validate(helpers.tiny_config(folder, mesh__data=4))
+  assert str(info.value) == (
+      "config.mesh.data: 4 devices, but a run of 2 processes needs all 8 in the mesh (-1 says "
+      "all): a smaller mesh may hold only some processes' devices, and their batch slices "
+      "would be dropped")
+  validate.validate(helpers.tiny_config(folder, mesh__data=8))
+  validate.validate(helpers.tiny_config(folder, mesh__data=-1))
+
+
+def test_the_data_axis_lists_devices_process_by_process():
+  device = lambda p: types.SimpleNamespace(process_index=p)
+  sharding.check_process_order([device(0), device(0), device(1), device(1)])
+  with pytest.raises(ValueError,
+                     match=r"interleave processes along the data axis \(\[0, 1, 0, 1\]\)"):
+    sharding.check_process_order([device(0), device(1), device(0), device(1)])
+  with pytest.raises(ValueError, match="interleave"):
+    sharding.check_process_order([device(1), device(0)])
+
+
 @pytest.mark.parametrize("path,value,match", [
     ("train.lr", -1.0, r"config\.train\.lr"),
     ("train.loss", "l2", r"config\.train\.loss"),

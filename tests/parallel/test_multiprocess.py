@@ -339,6 +339,25 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path
 
 
 @pytest.mark.scale
+def test_a_mesh_smaller_than_the_processes_devices_is_one_error_in_every_process(config,
+                                                                                 tmp_path):
+  # Issue #17: with mesh.data=1 process 0's batch held only its own half and process 1 died
+  # with a StopIteration traceback. Now both refuse the config, with the same line.
+  workdir = tmp_path / "run"
+  port = _free_port()
+  runs = _run_all([helpers.main_command(config, str(workdir), "--config.mesh.data=1",
+                                        *_distributed_flags(port, 2, i)) for i in range(2)],
+                  _env())
+  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
+  assert [run.returncode for run in runs] == [2, 2], messages
+  assert messages == {
+      "rrjax: error: config.mesh.data: 1 devices, but a run of 2 processes needs all 2 in the "
+      "mesh (-1 says all): a smaller mesh may hold only some processes' devices, and their "
+      "batch slices would be dropped"}
+  assert not workdir.exists()  # Refused before any work.
+
+
+@pytest.mark.scale
 def test_main_reads_process_settings_from_the_environment(config, tmp_path):
   env = dict(_env(), RRJAX_NUM_PROCESSES="2", RRJAX_PROCESS_ID="1")
   (run,) = _run_all([helpers.main_command(config, str(tmp_path / "run"))], env)
