@@ -29,16 +29,19 @@ def is_local(path: str | os.PathLike) -> bool:
   return "://" not in os.fspath(path)
 
 
-def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+def atomic_write(path: str | os.PathLike, data: str | bytes, *,
+                 every_process: bool = False) -> None:
   """Replaces `path` with `data` (str as UTF-8) so that readers see the old or the new file.
 
   Locally the data goes to a temp file in the same directory (same file system, so the rename
   is atomic), is fsynced, then renamed over `path`; on any error the temp file is removed and
   the old file is left as it was. A bucket has no atomic rename, but an object is replaced only
   once its upload completes, so it is written in place. Parent directories are created. Only
-  the leader process writes (module docstring).
+  the leader process writes (module docstring), unless `every_process` (local paths only: a
+  copy on each host's own disk, or the same bytes renamed into place by each process of a
+  shared one).
   """
-  if not multiprocess.is_leader():
+  if not (multiprocess.is_leader() or (every_process and is_local(path))):
     return
   if isinstance(data, str):
     data = data.encode("utf-8")

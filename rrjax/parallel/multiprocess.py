@@ -149,6 +149,15 @@ def first_error(message: str | None) -> str | None:
   return bytes(gathered[first, :lengths[first]]).decode("utf-8")
 
 
+def all_true(flag: bool) -> bool:
+  """Whether `flag` holds in every process; the same answer in each (a collective: every
+  process calls it at the same point). For a fact each process sees alone, e.g. a file on a
+  disk that may be its own."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).all())
+
+
 def agreed(work):
   """`work()`'s result, or in every process the same `UserError`: the first process's to
   raise one (`first_error`). For work whose outcome may differ between processes."""

@@ -14,10 +14,11 @@ import os
 import jax
 import numpy as np
 from absl import logging
+from etils import epath
 
-from rrjax import data
+from rrjax import data, errors
 from rrjax.io import files
-from rrjax.parallel import preemption, sharding
+from rrjax.parallel import multiprocess, preemption, sharding
 
 
 def cache_key(config, source) -> str:
@@ -30,18 +31,39 @@ def cache_key(config, source) -> str:
 
 
 def embeddings(config, teacher, teacher_vars, source, mesh) -> np.ndarray:
-  """`[len(source), D]` float32 teacher embeddings of the eval views, from cache or computed."""
+  """`[len(source), D]` float32 teacher embeddings of the eval views, from cache or computed.
+
+  The cache is read only if every process sees the file (the default directory is on each
+  host's own disk; `train.cache_dir` may be a bucket), decided together (`all_true`), else
+  every process computes it, collectively; so no process trains while the others still wait
+  in the computation's collectives. A computed cache is written by every process to a local
+  directory (each host's own copy, for the next run), by the leader to a bucket. A cache file
+  that cannot be read is the same one-line error in every process.
+  """
   directory = config.train.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "rrjax")
   path = os.path.join(directory, f"teacher_{cache_key(config, source)}.npy")
-  if os.path.exists(path):
+  if multiprocess.all_true(epath.Path(path).exists()):
     logging.info("teacher cache: reading %s", path)
-    return np.load(path, allow_pickle=False)
+    return multiprocess.agreed(lambda: _read(path, len(source)))
   result = compute(teacher, teacher_vars, source, mesh, config.eval.batch_size)
   buffer = io.BytesIO()
   np.save(buffer, result, allow_pickle=False)
-  files.atomic_write(path, buffer.getvalue())
+  files.atomic_write(path, buffer.getvalue(), every_process=True)
   logging.info("teacher cache: wrote %s %s", path, result.shape)
   return result
+
+
+def _read(path: str, num_examples: int) -> np.ndarray:
+  """The cached `[num_examples, D]` float32 array at `path`; UserError naming it otherwise."""
+  try:
+    cached = np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False)
+  except (OSError, ValueError, EOFError) as e:
+    raise errors.UserError(f"teacher cache {path}: cannot read it "
+                           f"({errors.one_line(str(e), 120)}); delete it and rerun") from None
+  if cached.ndim != 2 or cached.shape[0] != num_examples or cached.dtype != np.float32:
+    raise errors.UserError(f"teacher cache {path}: {cached.dtype} {cached.shape}, not float32 "
+                           f"[{num_examples}, D]; delete it and rerun")
+  return cached
 
 
 def compute(teacher, teacher_vars, source, mesh, batch_size: int) -> np.ndarray:

@@ -358,6 +358,35 @@ def test_a_mesh_smaller_than_the_processes_devices_is_one_error_in_every_process
 
 
 @pytest.mark.scale
+def test_a_teacher_cache_on_one_host_only_is_computed_by_every_process(config, tmp_path):
+  # Issue #17: with the default cache directory (each host's own disk), process 0 alone found
+  # the file and trained while process 1 computed with collectives: a hang. Now the processes
+  # read it only when all see it; otherwise all compute it, and each keeps a copy.
+  homes = [tmp_path / "home0", tmp_path / "home1"]
+  flags = ("--config.train.teacher=cache", "--config.data.augment=False",
+           "--config.stages=['train']")
+  (first,) = _run_all([helpers.main_command(config, str(tmp_path / "one"), *flags)],
+                      dict(_env(TWO_DEVICES), HOME=str(homes[0])))
+  assert first.returncode == 0, first.stderr[-3000:]
+  (cached,) = list((homes[0] / ".cache" / "rrjax").iterdir())
+  assert not homes[1].exists()
+  port = _free_port()
+  started = []
+  for i, home in enumerate(homes):
+    log = tempfile.TemporaryFile("w+")
+    command = helpers.main_command(config, str(tmp_path / "two"), *flags,
+                                   *_distributed_flags(port, 2, i))
+    started.append((command, _start(command, dict(_env(), HOME=str(home)), log), log))
+  runs = _wait_all(started)
+  for i, run in enumerate(runs):
+    assert run.returncode == 0, (i, run.stderr[-3000:])
+    assert "teacher cache: reading" not in run.stderr, i
+  assert (homes[1] / ".cache" / "rrjax" / cached.name).read_bytes() == cached.read_bytes()
+  for a, b in zip(_student(tmp_path / "two"), _student(tmp_path / "one"), strict=True):
+    np.testing.assert_allclose(a, b, atol=STEP_TOLERANCE)
+
+
+@pytest.mark.scale
 def test_main_reads_process_settings_from_the_environment(config, tmp_path):
   env = dict(_env(), RRJAX_NUM_PROCESSES="2", RRJAX_PROCESS_ID="1")
   (run,) = _run_all([helpers.main_command(config, str(tmp_path / "run"))], env)

@@ -6,8 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from rrjax import data, models
+from rrjax import data, errors, models
 from rrjax.training import student as student_lib
+from rrjax.training import teacher_cache
 from tests import helpers
 
 
@@ -40,3 +41,19 @@ def test_teacher_in_step_and_cache_agree_without_augmentation(folder, tmp_path):
   c.train.teacher, c.train.cache_dir = "cache", str(tmp_path / "cache")
   cached = helpers.train_student(c, str(tmp_path / "cache_run"))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), in_step, cached)
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"not a numpy file", "cannot read it"),
+    ("wrong shape", "float32 (3, 2), not float32 [5, D]"),
+])
+def test_a_cache_that_cannot_be_used_is_one_line_naming_it(tmp_path, content, problem):
+  path = tmp_path / "teacher_x.npy"
+  if isinstance(content, bytes):
+    path.write_bytes(content)
+  else:
+    np.save(path, np.zeros((3, 2), np.float32))
+  with pytest.raises(errors.UserError) as info:
+    teacher_cache._read(str(path), 5)
+  assert str(info.value).startswith(f"teacher cache {path}: ")
+  assert problem in str(info.value) and str(info.value).endswith("delete it and rerun")
