@@ -9,9 +9,11 @@ other than `RERUN_MAY_CHANGE`. A workdir is a local path or a bucket URL (`gs://
 """
 
 import fnmatch
+import hashlib
 import json
 import uuid
 
+import jax
 from etils import epath
 
 from rrjax import errors
@@ -47,8 +49,49 @@ def claim_workdir(config, workdir: str) -> None:
       field with both values.
   """
   current = files.to_python(config.to_dict())
+  _check_same_config(current)
   multiprocess.agreed(lambda: _check_workdir(epath.Path(workdir), current))
+  _check_shared(epath.Path(workdir))
   files.write_json(epath.Path(workdir) / CONFIG_FILE, current)
+
+
+def _check_same_config(current: dict) -> None:
+  """In a multi-process run, raises the same UserError in every process unless all were given
+  process 0's config (compared by a hash of its JSON), on a fresh workdir as on a used one."""
+  if jax.process_count() == 1:
+    return
+  digest = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()
+  mine = int(digest[:7], 16)  # 28 bits: `leaders` broadcasts int32s.
+  problem = None
+  if multiprocess.leaders(mine) != mine:
+    problem = (f"process {jax.process_index()} was given another config than process 0 (config "
+               f"hash {digest[:7]}): start every process with the same command and flags")
+  message = multiprocess.first_error(problem)
+  if message is not None:
+    raise errors.UserError(message)
+
+
+def _check_shared(workdir: epath.Path) -> None:
+  """In a multi-process run, raises the same UserError in every process unless all see the
+  leader's workdir: process 0 writes a file named by a nonce it broadcasts, and every other
+  process must find it (a host-local path or a stale network view would not)."""
+  if jax.process_count() == 1:
+    return
+  nonce = multiprocess.leaders(uuid.uuid4().int >> 97)
+  marker = workdir / f"{_PROBE_PREFIX}shared-{nonce}"
+  if multiprocess.is_leader():
+    marker.write_bytes(b"")
+  multiprocess.first_error(None)  # Every process waits for the leader's write.
+  problem = None
+  if not marker.exists():
+    problem = (f"workdir {workdir}: process {jax.process_index()} does not see what "
+               "process 0 writes there; every process must see the same --workdir (a shared "
+               "file system or a bucket, gs://...)")
+  message = multiprocess.first_error(problem)
+  if multiprocess.is_leader():
+    marker.unlink()
+  if message is not None:
+    raise errors.UserError(message)
 
 
 def _check_workdir(workdir: epath.Path, current: dict) -> None:

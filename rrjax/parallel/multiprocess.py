@@ -158,6 +158,16 @@ def all_true(flag: bool) -> bool:
   return bool(np.asarray(multihost_utils.process_allgather(np.int32(bool(flag)))).all())
 
 
+def leaders(value: int) -> int:
+  """Process 0's `value` in every process: a decision taken once (a collective). An int32
+  (JAX's default integers: wider ones would be cut to 32 bits)."""
+  if not -2**31 <= value < 2**31:
+    raise ValueError(f"{value} is not an int32")
+  if jax.process_count() == 1:
+    return int(value)
+  return int(np.asarray(multihost_utils.broadcast_one_to_all(np.int32(value))))
+
+
 def agreed(work):
   """`work()`'s result, or in every process the same `UserError`: the first process's to
   raise one (`first_error`). For work whose outcome may differ between processes."""

@@ -23,6 +23,7 @@ from etils import epath
 
 from rrjax import errors
 from rrjax.io import files
+from rrjax.parallel import multiprocess
 from rrjax.training.state import TrainState
 
 
@@ -46,6 +47,28 @@ class Checkpointer:
     self._manager.save(step, args=ocp.args.StandardSave(state))
     self._manager.wait_until_finished()
 
+  def agreed_latest_step(self) -> int | None:
+    """The newest complete step, the same in every process: process 0's listing decides, and
+    a process whose own listing differs (a host-local or stale view of the workdir) makes
+    every process raise the same one-line error, rather than restore another step and hang at
+    Orbax's next barrier.
+
+    Raises:
+      rrjax.errors.UserError: the processes do not see the same checkpoints.
+    """
+    mine = self._manager.latest_step()
+    step = multiprocess.leaders(-1 if mine is None else mine)
+    step = None if step < 0 else step
+    problem = None
+    if mine != step:
+      problem = (f"{self._manager.directory}: process {jax.process_index()} sees checkpoint "
+                 f"step {mine}, process 0 step {step}: every process must see the same "
+                 "--workdir (a shared file system or a bucket)")
+    message = multiprocess.first_error(problem)
+    if message is not None:
+      raise errors.UserError(message)
+    return step
+
   def restore_latest(self, template: TrainState) -> TrainState | None:
     """The newest complete checkpoint as host (numpy) arrays in `template`'s structure, or None.
 
@@ -53,7 +76,7 @@ class Checkpointer:
     then places it on the mesh). Arrays restored onto the shardings they were saved with, or
     committed to one device, could not be moved onto another process's devices.
     """
-    step = self._manager.latest_step()
+    step = self.agreed_latest_step()
     if step is None:
       return None
     local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])

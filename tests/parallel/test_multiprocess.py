@@ -387,6 +387,56 @@ def test_a_teacher_cache_on_one_host_only_is_computed_by_every_process(config, t
 
 
 @pytest.mark.scale
+def test_a_workdir_that_is_not_shared_is_one_error_in_every_process(config, tmp_path):
+  # Each process its own --workdir, as a host-local path on two hosts would be: refused in
+  # both with the same line (before, each restored from its own listing).
+  port = _free_port()
+  runs = _run_all([helpers.main_command(config, str(tmp_path / f"host{i}"),
+                                        *_distributed_flags(port, 2, i)) for i in range(2)],
+                  _env())
+  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
+  assert [run.returncode for run in runs] == [2, 2], messages
+  assert messages == {
+      f"rrjax: error: workdir {tmp_path / 'host1'}: process 1 does not see what process 0 "
+      "writes there; every process must see the same --workdir (a shared file system or a "
+      "bucket, gs://...)"}
+
+
+@pytest.mark.scale
+def test_processes_given_different_configs_stop_together_on_a_fresh_workdir(config, tmp_path):
+  port = _free_port()
+  runs = _run_all([helpers.main_command(config, str(tmp_path / "run"), f"--config.seed={i}",
+                                        *_distributed_flags(port, 2, i)) for i in range(2)],
+                  _env())
+  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
+  assert [run.returncode for run in runs] == [2, 2], messages
+  (message,) = messages
+  assert re.fullmatch(r"rrjax: error: process 1 was given another config than process 0 \(config "
+                      r"hash [0-9a-f]{7}\): start every process with the same command and "
+                      r"flags", message), message
+  assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_processes_restore_the_step_process_0_lists_or_stop_together(tmp_path, monkeypatch):
+  """A process whose listing differs from process 0's raises, as every process then does."""
+  from rrjax.training import checkpoint as checkpoint_lib  # pylint: disable=g-import-not-at-top
+  state = {"step": np.int32(3), "w": np.ones(2, np.float32)}
+  checkpointer = checkpoint_lib.Checkpointer(tmp_path / "ckpt")
+  try:
+    checkpointer._manager.save(3, args=ocp.args.StandardSave(state))
+    checkpointer._manager.wait_until_finished()
+    assert checkpointer.agreed_latest_step() == 3
+    monkeypatch.setattr(multiprocess, "leaders", lambda value: 5)  # Process 0 lists step 5.
+    with pytest.raises(errors.UserError) as info:
+      checkpointer.agreed_latest_step()
+    assert str(info.value) == (
+        f"{tmp_path / 'ckpt'}: process 0 sees checkpoint step 3, process 0 step 5: every "
+        "process must see the same --workdir (a shared file system or a bucket)")
+  finally:
+    checkpointer.close()
+
+
+@pytest.mark.scale
 def test_main_reads_process_settings_from_the_environment(config, tmp_path):
   env = dict(_env(), RRJAX_NUM_PROCESSES="2", RRJAX_PROCESS_ID="1")
   (run,) = _run_all([helpers.main_command(config, str(tmp_path / "run"))], env)
