@@ -35,7 +35,8 @@
 #                            Python 3.10 is too old for current jax and flax)
 #   --jax SPEC               the JAX requirement installed by setup (default jax[tpu])
 #   --max-restarts N         run: when the slice is preempted, recreate it, set it up and run
-#                            again (resuming), up to N times (default 0)
+#                            again (resuming), up to N times (default 0); a run stopped by
+#                            SIGTERM on a slice that stays READY runs again on it
 #   -n, --dry-run            print the commands instead of running them (also DRY_RUN=1)
 #   -h, --help               this help
 #
@@ -46,6 +47,10 @@
 #
 # Preemption: a preempted slice cannot be restarted. `create setup run` recreates it and the
 # run resumes from the last checkpoint in the gs:// workdir; --max-restarts does so unattended.
+# A run that ends with SIGTERM's 143 or ssh's 255 (a worker gone) is not taken as the end: the
+# slice's state is polled (TPU_POLLS times, TPU_POLL_SECONDS apart; default 10 x 30 s), then a
+# preempted slice is recreated and a READY one runs the command again (both resume), within
+# --max-restarts. A slice whose run has not finished is never deleted, `all` included.
 # gcloud's ssh to all workers needs the key in an agent: ssh-add ~/.ssh/google_compute_engine.
 set -euo pipefail
 
@@ -205,6 +210,24 @@ $REMOTE_DIR/.venv; }"
   on_all_workers "$code"
 }
 
+POLLS=${TPU_POLLS:-10}
+POLL_SECONDS=${TPU_POLL_SECONDS:-30}
+RUN_UNFINISHED=0  # Set by `run` when it gives up on a run that was stopped, not finished.
+
+# After a run stopped by SIGTERM or a lost worker: STATE once it is READY for every poll (a
+# stop that was no preemption) or once it is preempted, terminated or stopped.
+poll_after_stop() {
+  local polls
+  for ((polls = 1; ; polls++)); do
+    query_state
+    case $STATE in
+      PREEMPTED | TERMINATED | STOPPED) return 0 ;;
+    esac
+    ((polls < POLLS)) || return 0
+    sleep "$POLL_SECONDS"
+  done
+}
+
 step_run() {
   local restarts=0 status
   rrjax_command .venv/bin/python --distributed
@@ -214,21 +237,37 @@ step_run() {
   while true; do
     status=0
     on_all_workers "$remote" || status=$?
+    RUN_UNFINISHED=0
     ((status)) || return 0
-    query_state
+    case $status in
+      143 | 255) poll_after_stop ;;  # SIGTERM, or ssh lost a worker: maybe a preemption.
+      *) query_state ;;
+    esac
     case $STATE in
       PREEMPTED | TERMINATED | STOPPED) ;;
-      *) return "$status" ;;
+      READY) ((status == 143 || status == 255)) || return "$status" ;;
+      *) ((status == 143 || status == 255)) || return "$status"
+         RUN_UNFINISHED=1
+         note "run stopped (status $status) and slice $NAME is ${STATE:-gone}; resume with:" \
+           "$PROG ... create setup run"
+         return "$status" ;;
     esac
+    RUN_UNFINISHED=1
     if ((restarts >= MAX_RESTARTS)); then
-      note "slice $NAME was preempted; resume with: $PROG ... create setup run (or --max-restarts)"
+      note "run stopped (status $status), slice $NAME is $STATE; resume with: $PROG ..." \
+        "create setup run (or --max-restarts)"
       return "$status"
     fi
     restarts=$((restarts + 1))
-    note "slice $NAME was preempted: recreating it and resuming" \
-      "(restart $restarts of $MAX_RESTARTS)"
-    step_create
-    step_setup
+    if [[ $STATE == READY ]]; then
+      note "run stopped (status $status) on a READY slice: running it again, resuming" \
+        "(restart $restarts of $MAX_RESTARTS)"
+    else
+      note "slice $NAME was preempted: recreating it and resuming" \
+        "(restart $restarts of $MAX_RESTARTS)"
+      step_create
+      step_setup
+    fi
   done
 }
 
@@ -262,10 +301,14 @@ step_status() {
   run "${GCLOUD_TPU[@]}" describe "$NAME" "${WHERE[@]}" "--format=value(state)"
 }
 
-# When delete is a STEP, a failing earlier step still deletes the slice (it costs money idle).
+# When delete is a STEP, a failing earlier step still deletes the slice (it costs money idle),
+# unless the run was stopped before it finished: that slice is kept for the resume.
 delete_after_failure() {
   local status=$?
-  if ((DELETE_PENDING)); then
+  if ((DELETE_PENDING && RUN_UNFINISHED)); then
+    note "the run has not finished: keeping slice $NAME (resume with $PROG ... create setup" \
+      "run; delete it with $PROG ... delete)"
+  elif ((DELETE_PENDING)); then
     note "a step failed (status $status): deleting slice $NAME anyway"
     step_delete || true
   fi

@@ -33,7 +33,8 @@ _GCLOUD_STUB = r"""#!/usr/bin/env bash
 [ -n "${STUB_DIR:-}" ] || { echo "stub gcloud called: $*" >&2; exit 99; }
 printf 'gcloud' >> "$STUB_DIR/log"; printf ' %q' "$@" >> "$STUB_DIR/log"; echo >> "$STUB_DIR/log"
 case " $* " in
-  *" describe "*) [ -f "$STUB_DIR/state" ] || exit 1; cat "$STUB_DIR/state" ;;
+  *" describe "*) [ -f "$STUB_DIR/state" ] || exit 1; cat "$STUB_DIR/state"
+    [ ! -f "$STUB_DIR/state.next" ] || mv "$STUB_DIR/state.next" "$STUB_DIR/state" ;;
   *" create "*) echo READY > "$STUB_DIR/state" ;;
   *" delete "*) rm -f "$STUB_DIR/state" ;;
   *" scp "*) cp "$5" "$STUB_DIR/scp.tgz" ;;
@@ -41,6 +42,12 @@ case " $* " in
     runs=$(cat "$STUB_DIR/runs" 2>/dev/null || echo 0); echo $((runs + 1)) > "$STUB_DIR/runs"
     if [ "$runs" -lt "${STUB_PREEMPTIONS:-0}" ]; then
       echo PREEMPTED > "$STUB_DIR/state"; exit 255
+    fi
+    # A SIGTERM whose slice stays READY (a maintenance event), or turns PREEMPTED only at the
+    # next describe (a spot notice the state does not show yet).
+    [ "$runs" -lt "${STUB_SIGTERMS:-0}" ] && exit 143
+    if [ "$runs" -lt "${STUB_LATE_PREEMPTIONS:-0}" ]; then
+      echo PREEMPTED > "$STUB_DIR/state.next"; exit 143
     fi
     exit "${STUB_RUN_STATUS:-0}" ;;
 esac
@@ -258,6 +265,41 @@ def test_tpu_restarts_after_preemption(tools, tmp_path):
   assert verbs == ["describe", "create", "ssh", "ssh",     # create, setup, run (preempted)
                    "describe", "describe", "delete", "create", "ssh", "ssh"]
   assert "recreating it and resuming (restart 1 of 1)" in result.stderr
+
+
+@pytest.mark.parametrize("stub, recreated", [("STUB_SIGTERMS", False),
+                                              ("STUB_LATE_PREEMPTIONS", True)])
+def test_tpu_run_stopped_by_sigterm_is_polled_and_resumed(tools, tmp_path, stub, recreated):
+  """Exit 143 with the slice still READY: its state is polled; a slice that stays READY runs
+  the command again, one that turns PREEMPTED is recreated first. Either way the run resumes
+  and `all` deletes the slice only once it has finished."""
+  result = _run(tools, "tpu_pod.sh", *TPU_ALL[:-1], "--repo", "https://example.com/r.git",
+                "--max-restarts", "1", "all",
+                env={"STUB_DIR": _stub_dir(tmp_path), stub: "1", "TPU_POLLS": "3",
+                     "TPU_POLL_SECONDS": "0"})
+  assert result.returncode == 0, result.stderr
+  verbs = [c[4] for c in _log(tmp_path)]
+  run_at = [i for i, c in enumerate(_log(tmp_path)) if any("rrjax.main" in a for a in c)]
+  assert len(run_at) == 2  # Stopped, then resumed to the end.
+  between = verbs[run_at[0] + 1:run_at[1]]
+  if recreated:
+    # Polled READY, then PREEMPTED; create's own describe, delete, create; setup.
+    assert between == ["describe", "describe", "describe", "delete", "create", "ssh"]
+    assert "recreating it and resuming (restart 1 of 1)" in result.stderr
+  else:
+    assert between == ["describe", "describe", "describe"]
+    assert "on a READY slice: running it again, resuming (restart 1 of 1)" in result.stderr
+  assert verbs[-1] == "delete"
+
+
+def test_tpu_unfinished_run_keeps_the_slice(tools, tmp_path):
+  result = _run(tools, "tpu_pod.sh", *TPU_ALL[:-1], "--repo", "https://example.com/r.git",
+                "all", env={"STUB_DIR": _stub_dir(tmp_path), "STUB_RUN_STATUS": "143",
+                            "TPU_POLLS": "2", "TPU_POLL_SECONDS": "0"})
+  assert result.returncode == 143
+  verbs = [c[4] for c in _log(tmp_path)]
+  assert "delete" not in verbs and verbs[-2:] == ["describe", "describe"]
+  assert "the run has not finished: keeping slice rr" in result.stderr
 
 
 def test_tpu_failed_run_still_deletes(tools, tmp_path):
