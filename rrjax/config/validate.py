@@ -98,6 +98,13 @@ def _validate_one(c) -> None:
   for flag in ("restored", "zeroshot"):
     if flag in c.eval and not isinstance(c.eval[flag], bool):
       raise errors.UserError(f"config.eval.{flag}: must be True or False, got {c.eval[flag]!r}")
+  if c.eval.get("restored", False):
+    from rrjax.evaluation import restoration  # pylint: disable=import-outside-toplevel
+    for i, spec in enumerate(specs):
+      if not restoration.restorable(corruptions.build(spec)):
+        raise errors.UserError(f"config.eval.corruptions[{i}]: {spec!r} has no classical "
+                               "restoration for config.eval.restored (mask, noise, blur and "
+                               "their compositions have)")
   if c.eval.get("zeroshot", False):
     _zeroshot_teacher(c)
   if c.eval.get("data") and c.eval.data.name:

@@ -4,6 +4,7 @@
     bits = image_bits(key, B, size)          # [B, size] uint32, row i from image i's key
     z = standard_normal(bits)                # float32 N(0, 1), one per word
     masked = smallest(keys, count)           # [B, N] bool: the count[b] smallest keys of row b
+    counts = poisson(key, lam)               # [B, N] float32 Poisson(lam) counts, row i likewise
 
 On CPU jax lowers its own Threefry as a rolled loop over whole arrays, about 20x slower than
 the unrolled form here, and selecting positions by sorting is slower than the threshold search
@@ -174,3 +175,144 @@ def smallest(keys: jax.Array, count: jax.Array) -> jax.Array:
     return selected | (equal & (jnp.cumsum(equal, axis=1, dtype=jnp.int32) <= tied[:, None]))
 
   return jax.lax.cond(jnp.any(tied > 0), break_ties, lambda s: s, selected)
+
+
+def _uniform(bits: jax.Array) -> jax.Array:
+  """float32 uniforms in the open interval (0, 1): the odd multiples of 2^-24, from 23 bits."""
+  m = jax.lax.shift_right_logical(bits, jnp.uint32(9)).astype(jnp.int32)
+  return (2 * m + 1).astype(jnp.float32) * jnp.float32(2.0**-24)
+
+
+# Below this mean a Poisson count is drawn by inversion, at or above it by PTRS (as jax.random).
+_POISSON_INVERSION_BELOW = 10.0
+_POISSON_MAX_TRIES = 1000  # PTRS accepts at least 85% of its tries; this bound is never reached.
+# stirlerr(k) = log k! - (k + 1/2) log k + k - log(2 pi) / 2 for k = 1 .. 9; a series above.
+_STIRLERR = tuple(math.lgamma(k + 1) - (k + 0.5) * math.log(k) + k - 0.5 * math.log(2 * math.pi)
+                  for k in range(1, 10))
+
+
+def _poisson_log_pmf(k: jax.Array, lam: jax.Array) -> jax.Array:
+  """log P(K = k) for K ~ Poisson(lam), float32, k >= 0 integral and lam >= 1.
+
+  `k log lam - lam - log k!` cancels catastrophically in float32 once lam is in the thousands;
+  Loader's form ("Fast and accurate computation of binomial probabilities", 2000)
+  `-lam phi((k - lam) / lam) - log(2 pi k) / 2 - stirlerr(k)`, phi(d) = (1 + d) log1p(d) - d
+  (a series for small |d|), keeps the error near float32's eps and needs no lgamma.
+  """
+  ks = jnp.maximum(k, 1.0)
+  d = (ks - lam) / lam
+  # phi(d) = sum_{j>=2} (-d)^j / (j (j-1)); nine terms for |d| < 0.1, error below 1e-10 d^2.
+  series = d * d * (1 / 2 - d * (1 / 6 - d * (1 / 12 - d * (1 / 20 - d * (1 / 30 - d * (
+      1 / 42 - d * (1 / 56 - d * (1 / 72 - d / 90))))))))
+  phi = jnp.where(jnp.abs(d) < 0.1, series, (1 + d) * jnp.log1p(d) - d)
+  inv = 1 / ks
+  stirlerr = inv * (1 / 12 - inv * inv * (1 / 360 - inv * inv / 1260))  # error < 1e-10, k >= 10
+  for i, value in enumerate(_STIRLERR, start=1):
+    stirlerr = jnp.where(k == i, jnp.float32(value), stirlerr)
+  loader = -lam * phi - 0.5 * jnp.log(2 * math.pi * ks) - stirlerr
+  return jnp.where(k == 0, -lam, loader)
+
+
+def poisson(key: jax.Array, lam: jax.Array) -> jax.Array:
+  """float32 Poisson(lam) counts `[B, N]` for means `lam` `[B, N]` float32 in [0, 2^24).
+
+  Row i depends only on image i's key (stream 1 of `key`, as `image_bits`) and on its own
+  means. Element j draws from the Threefry counters (j, t), t = 0, 1, ...: a mean below 10 by
+  inversion of the CDF with one word of t = 0 (a search up from 0, on average lam + 1 steps),
+  a larger one by Hormann's transformed rejection with squeeze (PTRS; "The transformed
+  rejection method for generating Poisson random variables", 1993, as jax.random.poisson),
+  try t taking both words of t. Both are exact up to float32 rounding of the CDF and of the
+  acceptance test. jax.random.poisson draws the same distribution, but on CPU its rolled
+  Threefry and per-try key splits make it about 15x slower than a NumPy loop (measured).
+  """
+  seeds = jax.vmap(lambda k: jax.random.bits(k, (2,), jnp.uint32))(
+      image_keys(key, 1, lam.shape[0]))
+  return stored_per_image(_poisson_row, seeds, lam.astype(jnp.float32))
+
+
+def _poisson_row(seed: jax.Array, lam: jax.Array) -> jax.Array:
+  """Poisson counts `[N]` float32 for one image's means `lam` `[N]` under Threefry key `seed`."""
+  n = lam.shape[0]
+
+  def words(counter, t):
+    return threefry2x32(seed[0], seed[1], counter, jnp.full_like(counter, t))
+
+  w0, w1 = words(jax.lax.iota(jnp.uint32, n), 0)
+  small = lam < _POISSON_INVERSION_BELOW
+  zeros = jnp.zeros_like(lam)
+
+  def rejection():
+    lam_big = jnp.where(small, _POISSON_INVERSION_BELOW, lam)
+    # Every element's first try in one pass. About 12% are rejected; they go on in compacted
+    # arrays of at most a quarter of the elements, one round unless more are left. An
+    # element's count depends only on its counters, so not on the round it is in.
+    k, accepted = _ptrs_try(w0, w1, lam_big)
+    cap = max(n // 4, 1)
+
+    def round_(state):
+      k, accepted = state
+      index = jnp.nonzero(~accepted, size=cap, fill_value=n)[0]
+      lam_c = lam_big.at[index].get(mode="fill", fill_value=_POISSON_INVERSION_BELOW)
+      k_c = _ptrs_loop(words, index.astype(jnp.uint32), lam_c, index == n)
+      return k.at[index].set(k_c, mode="drop"), accepted.at[index].set(True, mode="drop")
+
+    return jax.lax.while_loop(lambda state: jnp.any(~state[1]), round_, (k, accepted | small))[0]
+
+  # Each method runs only where some element needs it (the other's elements are ignored).
+  k_small = jax.lax.cond(jnp.any(small), lambda: _poisson_inversion(
+      _uniform(w0), jnp.where(small, lam, 0.0)), lambda: zeros)
+  k_big = jax.lax.cond(jnp.all(small), lambda: zeros, rejection)
+  return jnp.where(small, k_small, k_big)
+
+
+def _poisson_inversion(u: jax.Array, lam: jax.Array) -> jax.Array:
+  """The smallest k with P(K <= k) >= u, K ~ Poisson(lam), by a search up from 0.
+
+  Stops where the pmf underflows (k about 50 for lam just below 10), so a u beyond the float32
+  CDF's last value cannot loop forever.
+  """
+  def going(state):
+    k, p, cdf = state
+    return jnp.any((u > cdf) & (p > 0))
+
+  def step(state):
+    k, p, cdf = state
+    more = (u > cdf) & (p > 0)
+    k = jnp.where(more, k + 1, k)
+    p = jnp.where(more, p * lam / k, p)
+    return k, p, jnp.where(more, cdf + p, cdf)
+
+  p0 = jnp.exp(-lam)
+  return jax.lax.while_loop(going, step, (jnp.zeros_like(lam), p0, p0))[0]
+
+
+def _ptrs_try(w0: jax.Array, w1: jax.Array, lam: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """One PTRS try (as jax.random's _poisson_rejection) from two words, means >= 10: (k, ok)."""
+  b = 0.931 + 2.53 * jnp.sqrt(lam)
+  a = -0.059 + 0.02483 * b
+  inv_alpha = 1.1239 + 1.1328 / (b - 3.4)
+  v_r = 0.9277 - 3.6224 / (b - 2)
+  u = _uniform(w0) - 0.5  # In (-1/2, 1/2): us > 0 below.
+  v = _uniform(w1)
+  us = 0.5 - jnp.abs(u)
+  k = jnp.floor((2 * a / us + b) * u + lam + 0.43)
+  squeeze = (us >= 0.07) & (v <= v_r)
+  reject = (k < 0) | ((us < 0.013) & (v > us))
+  log_test = jnp.log(v * inv_alpha / (a / (us * us) + b))
+  return k, squeeze | (~reject & (log_test <= _poisson_log_pmf(jnp.maximum(k, 0), lam)))
+
+
+def _ptrs_loop(words, counter: jax.Array, lam: jax.Array, done: jax.Array) -> jax.Array:
+  """PTRS tries 1, 2, ... until every element not `done` is accepted; the accepted counts."""
+  def going(state):
+    t, _, accepted = state
+    return jnp.any(~accepted) & (t < _POISSON_MAX_TRIES)
+
+  def step(state):
+    t, k_out, accepted = state
+    t = t + 1
+    k, accept = _ptrs_try(*words(counter, t), lam)
+    accept = accept & ~accepted
+    return t, jnp.where(accept, k, k_out), accepted | accept
+
+  return jax.lax.while_loop(going, step, (jnp.uint32(0), jnp.zeros_like(lam), done))[1]

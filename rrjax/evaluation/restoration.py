@@ -103,6 +103,14 @@ def _mid(op) -> float:
   return (op.lo + op.hi) / 2
 
 
+def restorable(op: Operator) -> bool:
+  """Whether `restore` has a classical inverse for `op` (mask, noise, blur, identity and their
+  compositions)."""
+  if isinstance(op, Compose):
+    return all(map(restorable, op.ops))
+  return isinstance(op, (Mask, Noise, Blur, Identity))
+
+
 @functools.partial(jax.jit, static_argnames=("op", "reg", "iterations"))
 def restore(op: Operator, images: jax.Array, *, reg: float = 1e-3,
             iterations: int = 200) -> jax.Array:

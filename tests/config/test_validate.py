@@ -18,7 +18,9 @@ def folder(tmp_path_factory):
 
 
 _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | blur(n,sigma) | "
-          "blur(n,lo,hi) | identity")
+          "blur(n,lo,hi) | identity | down(f) | box(s) | box(lo,hi) | poisson(peak) | "
+          "poisson(lo,hi) | motion(n) | motion(n,angle) | jpeg(q) | jpeg(lo,hi) | "
+          "oneof(A;B;...) | oneof(w:A;w:B;...)")
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -31,7 +33,8 @@ _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | 
      f"kernel size 4 not an odd integer >= 1; {_FORMS}"),
     ({"train.corruption": "foo(1)"},
      "config.experiments.mask.train.corruption: bad corruption spec part 'foo(1)': unknown "
-     f"operator 'foo'; known: mask, noise, blur, identity; {_FORMS}"),
+     "operator 'foo'; known: mask, noise, blur, identity, down, box, poisson, motion, jpeg, "
+     f"oneof; {_FORMS}"),
     ({"probe.label_fractions": (0.0, 1.0)}, "config.probe.label_fractions: 0.0 not in (0, 1]"),
     ({"probe.label_fractions": (1.5,)}, "config.probe.label_fractions: 1.5 not in (0, 1]"),
     ({"probe.label_fractions": (0.1, 1, 0.1)},
@@ -43,6 +46,9 @@ _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | 
      "config.stages: unknown stage 'fly'; allowed: train, probe, baseline, transfer"),
     ({"only": "nope"}, "config.only: no experiment named 'nope'; names: mask"),
     ({"mesh.data": 2}, "config.mesh.data: 2 devices, but only 1 are visible"),
+    ({"eval.restored": True, "eval.corruptions": ("mask(0.5)", "jpeg(50)")},
+     "config.experiments.mask.eval.corruptions[1]: 'jpeg(50)' has no classical restoration for "
+     "config.eval.restored (mask, noise, blur and their compositions have)"),
     ({"train.compute_dtype": "float16"},
      "config.train.compute_dtype: 'float16' not one of float32, bfloat16"),
 ])
