@@ -72,8 +72,26 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a host pytree on every device of the mesh."""
-  return jax.device_put(tree, replicated(mesh))
+  """Places a pytree (host arrays) on every device of the mesh; leaves already replicated on
+  it are kept as they are (state is replicated once).
+
+  With several processes each process fills its own devices from its own copy
+  (`make_array_from_callback`): `jax.device_put` onto a mesh that spans processes would first
+  check, leaf by leaf, that every process holds the same value, gathering each one across
+  them. Every process must pass the same values, as they do here (the same seed, checkpoint or
+  weights file).
+  """
+  target = replicated(mesh)
+
+  def put(x):
+    if isinstance(x, jax.Array) and x.sharding == target:
+      return x
+    if jax.process_count() == 1:
+      return jax.device_put(x, target)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
 
 
 def jit_data_parallel(fn, mesh: Mesh, num_args: int, batch_argnums: tuple[int, ...],
