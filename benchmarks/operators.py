@@ -15,19 +15,22 @@ speedup over all specs at the largest size.
 """
 
 import argparse
+import io
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
 from rrjax import corruptions
 from rrjax.corruptions import operators
+from rrjax.corruptions.jpeg import Jpeg
 
 SPECS = ("mask(0.9)", "noise(0.5)", "blur(21,5)", "mask(0.5,0.95)", "down(4)", "box(0.1,0.5)",
          "poisson(20)", "poisson(5,500)", "motion(9,30)", "motion(9)",
-         "oneof(mask(0.9);noise(0.5);blur(21,5))")
+         "jpeg(50)", "oneof(mask(0.9);noise(0.5);blur(21,5))")
 
 
 def _blur_1d(image: np.ndarray, taps: np.ndarray, axis: int) -> np.ndarray:
@@ -99,6 +102,13 @@ def numpy_corrupt(op: corruptions.Operator, image: np.ndarray,
   if isinstance(op, operators.Motion):
     angle = rng.uniform(0, 180) if op.angle is None else op.angle
     return _motion(image, operators.motion_kernel(op.n, np.float64(angle), np))
+  if isinstance(op, Jpeg):
+    # The original code's way: PIL's encoder and decoder on the 8-bit image.
+    quality = int(round(rng.uniform(op.lo, op.hi))) if op.random else int(op.lo)
+    buffer = io.BytesIO()
+    pixels = np.round(255 * np.clip(image, 0, 1)).astype(np.uint8)
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return np.asarray(Image.open(buffer), np.float32) / 255
   raise ValueError(f"no NumPy baseline for {op}")
 
 
