@@ -233,9 +233,10 @@ step_run() {
   rrjax_command .venv/bin/python --distributed
   # run.pid lets `stop` signal this run: exec makes the shell's pid rrjax's.
   local remote
-  remote="cd $REMOTE_DIR && echo \$\$ > run.pid && exec $(quote "${RRJAX[@]}")"
+  remote="cd $REMOTE_DIR && rm -f stopped && echo \$\$ > run.pid && exec $(quote "${RRJAX[@]}")"
   while true; do
     status=0
+    RUN_UNFINISHED=1  # Until it ends: a launcher killed meanwhile keeps the slice.
     on_all_workers "$remote" || status=$?
     RUN_UNFINISHED=0
     ((status)) || return 0
@@ -258,10 +259,16 @@ step_run() {
         "create setup run (or --max-restarts)"
       return "$status"
     fi
+    if [[ $STATE == READY ]] && ! on_all_workers "test ! -e $REMOTE_DIR/stopped"; then
+      note "run stopped by \`$PROG ... stop\`: not restarting it; the same run command resumes"
+      return "$status"
+    fi
     restarts=$((restarts + 1))
     if [[ $STATE == READY ]]; then
       note "run stopped (status $status) on a READY slice: running it again, resuming" \
         "(restart $restarts of $MAX_RESTARTS)"
+      # A worker whose ssh session was lost may still run it: stopped first, checkpointing.
+      on_all_workers "$(stop_command wait)"
     else
       note "slice $NAME was preempted: recreating it and resuming" \
         "(restart $restarts of $MAX_RESTARTS)"
@@ -280,11 +287,19 @@ step_fetch() {
   run gcloud storage cp "${sources[@]}" "$dest/"
 }
 
-step_stop() {
-  # Only the process that `run` recorded, and only while it is still rrjax.
-  on_all_workers "pid=\$(cat $REMOTE_DIR/run.pid 2>/dev/null) \
-&& grep -qa rrjax.main /proc/\$pid/cmdline 2>/dev/null && kill -TERM \$pid \
+# The command that SIGTERMs the process `run` recorded, only while it is still rrjax; with
+# "wait", until it has exited (it checkpoints first).
+stop_command() {
+  local wait=""
+  [[ ${1:-} != wait ]] || wait=" && while kill -0 \$pid 2>/dev/null; do sleep 5; done"
+  printf '%s' "pid=\$(cat $REMOTE_DIR/run.pid 2>/dev/null) \
+&& grep -qa rrjax.main /proc/\$pid/cmdline 2>/dev/null && kill -TERM \$pid$wait \
 || echo 'no rrjax run on this worker'"
+}
+
+step_stop() {
+  # The marker tells a `run --max-restarts` in another terminal not to restart it.
+  on_all_workers "touch $REMOTE_DIR/stopped; $(stop_command)"
 }
 
 delete_slice() {

@@ -69,6 +69,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `overrides`: the fields given on the command line (`--config.<path>`), which
   `rrjax.config.validate` checks against the experiments before anything runs.
   """
+  workdir_lib.check_same_config(config)  # Every process was given process 0's config.
   validate.validate(config, overrides)
   # SIGTERM at any stage stops every process at one point (`rrjax.parallel.preemption`).
   with preemption.watch():
@@ -88,7 +89,8 @@ def _over_seeds(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
     seed_config = config.copy_and_resolve_references()
     seed_config.seed, seed_config.seeds = int(seed), ()
     seed_dir = os.path.join(workdir, f"seed_{seed}")
-    if workdir_lib.finished(seed_config, seed_dir):
+    # Taken as finished only when every process sees it so (each would skip it alone).
+    if multiprocess.all_true(workdir_lib.finished(seed_config, seed_dir)):
       logging.info("seed %d: finished earlier, reading %s/results.json", seed, seed_dir)
       saved = json.loads((epath.Path(seed_dir) / "results.json").read_text())
       per_seed[seed], seconds = saved["rows"], saved["timing"].get("total", 0.0)

@@ -38,6 +38,7 @@ case " $* " in
   *" create "*) echo READY > "$STUB_DIR/state" ;;
   *" delete "*) rm -f "$STUB_DIR/state" ;;
   *" scp "*) cp "$5" "$STUB_DIR/scp.tgz" ;;
+  *"test ! -e"*) [ -z "${STUB_STOPPED:-}" ] ;;  # `stop` left its marker on the workers.
   *rrjax.main*)
     runs=$(cat "$STUB_DIR/runs" 2>/dev/null || echo 0); echo $((runs + 1)) > "$STUB_DIR/runs"
     if [ "$runs" -lt "${STUB_PREEMPTIONS:-0}" ]; then
@@ -279,7 +280,7 @@ def test_tpu_run_stopped_by_sigterm_is_polled_and_resumed(tools, tmp_path, stub,
                      "TPU_POLL_SECONDS": "0"})
   assert result.returncode == 0, result.stderr
   verbs = [c[4] for c in _log(tmp_path)]
-  run_at = [i for i, c in enumerate(_log(tmp_path)) if any("rrjax.main" in a for a in c)]
+  run_at = [i for i, c in enumerate(_log(tmp_path)) if any("exec " in a for a in c)]
   assert len(run_at) == 2  # Stopped, then resumed to the end.
   between = verbs[run_at[0] + 1:run_at[1]]
   if recreated:
@@ -287,9 +288,20 @@ def test_tpu_run_stopped_by_sigterm_is_polled_and_resumed(tools, tmp_path, stub,
     assert between == ["describe", "describe", "describe", "delete", "create", "ssh"]
     assert "recreating it and resuming (restart 1 of 1)" in result.stderr
   else:
-    assert between == ["describe", "describe", "describe"]
+    # Polled READY three times; no `stop` marker; any run left on a worker stopped; again.
+    assert between == ["describe", "describe", "describe", "ssh", "ssh"]
     assert "on a READY slice: running it again, resuming (restart 1 of 1)" in result.stderr
   assert verbs[-1] == "delete"
+
+
+def test_tpu_run_stopped_by_the_stop_step_is_not_restarted(tools, tmp_path):
+  result = _run(tools, "tpu_pod.sh", *TPU_ALL[:-1], "--repo", "https://example.com/r.git",
+                "--max-restarts", "2", "all",
+                env={"STUB_DIR": _stub_dir(tmp_path), "STUB_SIGTERMS": "1", "STUB_STOPPED": "1",
+                     "TPU_POLLS": "1", "TPU_POLL_SECONDS": "0"})
+  assert result.returncode == 143
+  assert "not restarting it" in result.stderr and "keeping slice rr" in result.stderr
+  assert "delete" not in [c[4] for c in _log(tmp_path)]
 
 
 def test_tpu_unfinished_run_keeps_the_slice(tools, tmp_path):

@@ -14,6 +14,7 @@ import json
 import uuid
 
 import jax
+from absl import logging
 from etils import epath
 
 from rrjax import errors
@@ -49,17 +50,19 @@ def claim_workdir(config, workdir: str) -> None:
       field with both values.
   """
   current = files.to_python(config.to_dict())
-  _check_same_config(current)
   multiprocess.agreed(lambda: _check_workdir(epath.Path(workdir), current))
   _check_shared(epath.Path(workdir))
   files.write_json(epath.Path(workdir) / CONFIG_FILE, current)
 
 
-def _check_same_config(current: dict) -> None:
+def check_same_config(config) -> None:
   """In a multi-process run, raises the same UserError in every process unless all were given
-  process 0's config (compared by a hash of its JSON), on a fresh workdir as on a used one."""
+  process 0's config (compared by a hash of its JSON), on a fresh workdir as on a used one.
+  The first collective of a run (`rrjax.run.train_and_evaluate`): before it, no process may
+  branch on its config."""
   if jax.process_count() == 1:
     return
+  current = files.to_python(config.to_dict())
   digest = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()
   mine = int(digest[:7], 16)  # 28 bits: `leaders` broadcasts int32s.
   problem = None
@@ -79,17 +82,31 @@ def _check_shared(workdir: epath.Path) -> None:
     return
   nonce = multiprocess.leaders(uuid.uuid4().int >> 97)
   marker = workdir / f"{_PROBE_PREFIX}shared-{nonce}"
-  if multiprocess.is_leader():
-    marker.write_bytes(b"")
-  multiprocess.first_error(None)  # Every process waits for the leader's write.
+  # Each step that may fail in one process only passes its failure to the next collective,
+  # which every process reaches whatever happened.
   problem = None
-  if not marker.exists():
-    problem = (f"workdir {workdir}: process {jax.process_index()} does not see what "
-               "process 0 writes there; every process must see the same --workdir (a shared "
-               "file system or a bucket, gs://...)")
-  message = multiprocess.first_error(problem)
   if multiprocess.is_leader():
-    marker.unlink()
+    try:
+      marker.write_bytes(b"")
+    except Exception as e:  # pylint: disable=broad-except  # gcsfs raises more than OSError.
+      problem = f"workdir {workdir}: cannot write there ({errors.one_line(str(e), 160)})"
+  message = multiprocess.first_error(problem)  # Also: every process waits for the write.
+  if message is None:
+    try:
+      seen = marker.exists()
+    except Exception as e:  # pylint: disable=broad-except
+      seen, problem = False, errors.one_line(f"{type(e).__name__}: {e}", 160)
+    if not seen:
+      problem = (f"workdir {workdir}: process {jax.process_index()} does not see what "
+                 "process 0 writes there" + (f" ({problem})" if problem else "") + "; every "
+                 "process must see the same --workdir (a shared file system or a bucket, "
+                 "gs://...)")
+    message = multiprocess.first_error(problem)
+  if multiprocess.is_leader():
+    try:
+      marker.unlink(missing_ok=True)
+    except Exception as e:  # pylint: disable=broad-except  # A leftover marker is bookkeeping.
+      logging.warning("workdir %s: cannot remove %s (%s)", workdir, marker.name, e)
   if message is not None:
     raise errors.UserError(message)
 

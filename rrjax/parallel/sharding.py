@@ -84,10 +84,13 @@ def replicate(tree, mesh: Mesh):
   target = replicated(mesh)
 
   def put(x):
-    if isinstance(x, jax.Array) and x.sharding == target:
+    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
       return x
     if jax.process_count() == 1:
       return jax.device_put(x, target)
+    if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
+      return jax.random.wrap_key_data(put(jax.random.key_data(x)),
+                                      impl=jax.random.key_impl(x))
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, target, lambda index: x[index])
 

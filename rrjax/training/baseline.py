@@ -185,8 +185,8 @@ def _train_one(config, workdir: str, lr: float, *, mesh, train_source, num_class
   trained = loop.train(TrainState.create(variables, tx), lambda st, b: step_fn(st, b, key),
                        batches_from, workdir=workdir, name=name, total_steps=total,
                        batch_size=bc.batch_size, mesh=mesh, lr_at=lambda s: float(schedule(s)),
-                       log_every=bc.log_every, checkpoint_every=bc.checkpoint_every, fields=("image", "label"),
-                       validation=validation)
+                       log_every=bc.log_every, checkpoint_every=bc.checkpoint_every,
+                       fields=("image", "label"), validation=validation)
   chosen = {"lr": lr, "steps": total}
   if validation is not None:
     chosen.update(best_step=validation.best_step, val_top1=round(validation.best_score, 2),

@@ -48,8 +48,12 @@ def embeddings(config, teacher, teacher_vars, source, mesh) -> np.ndarray:
   result = compute(teacher, teacher_vars, source, mesh, config.eval.batch_size)
   buffer = io.BytesIO()
   np.save(buffer, result, allow_pickle=False)
-  files.atomic_write(path, buffer.getvalue(), every_process=True)
-  logging.info("teacher cache: wrote %s %s", path, result.shape)
+  try:
+    files.atomic_write(path, buffer.getvalue(), every_process=True)
+    logging.info("teacher cache: wrote %s %s", path, result.shape)
+  except Exception as e:  # pylint: disable=broad-except  # An optimisation: never fatal alone.
+    logging.warning("teacher cache: cannot write %s (%s); the next run computes it again",
+                    path, e)
   return result
 
 
@@ -57,7 +61,7 @@ def _read(path: str, num_examples: int) -> np.ndarray:
   """The cached `[num_examples, D]` float32 array at `path`; UserError naming it otherwise."""
   try:
     cached = np.load(io.BytesIO(epath.Path(path).read_bytes()), allow_pickle=False)
-  except (OSError, ValueError, EOFError) as e:
+  except Exception as e:  # pylint: disable=broad-except  # One process's copy: shared by agreed.
     raise errors.UserError(f"teacher cache {path}: cannot read it "
                            f"({errors.one_line(str(e), 120)}); delete it and rerun") from None
   if cached.ndim != 2 or cached.shape[0] != num_examples or cached.dtype != np.float32:
