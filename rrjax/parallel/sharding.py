@@ -72,8 +72,8 @@ def global_batch(local: dict, mesh: Mesh) -> dict:
 
 
 def replicate(tree, mesh: Mesh):
-  """Places a pytree (host arrays) on every device of the mesh; leaves already replicated on
-  it are kept as they are (state is replicated once).
+  """Places a pytree (host arrays) on every device of the mesh; in a multi-process run, leaves
+  already replicated on it are kept as they are (state is replicated once).
 
   With several processes each process fills its own devices from its own copy
   (`make_array_from_callback`): `jax.device_put` onto a mesh that spans processes would first
@@ -84,10 +84,12 @@ def replicate(tree, mesh: Mesh):
   target = replicated(mesh)
 
   def put(x):
-    if isinstance(x, jax.Array) and x.sharding.is_equivalent_to(target, x.ndim):
-      return x
     if jax.process_count() == 1:
+      # Also for an array already there: an equivalent sharding of another kind (one device's)
+      # would make a jitted consumer compile again once its outputs come back replicated.
       return jax.device_put(x, target)
+    if isinstance(x, jax.Array) and x.sharding == target:
+      return x
     if jax.dtypes.issubdtype(getattr(x, "dtype", None), jax.dtypes.prng_key):
       return jax.random.wrap_key_data(put(jax.random.key_data(x)),
                                       impl=jax.random.key_impl(x))
