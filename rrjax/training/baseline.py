@@ -12,7 +12,8 @@ student.
 
 Its budget (`steps_for`): `baseline.epochs` passes over the labelled images (the paper's 25, 50
 for noise and blur). With `baseline.select`, at least as many images as the student sees in
-training (`train.steps * train.batch_size`), so that no label fraction gives it less compute
+training (`train.steps * train.batch_size`, counted as views: each step is a full batch, also
+when fewer images are labelled), so that no label fraction gives it less compute
 than the method it is compared with (the step is chosen on validation, so more steps cannot
 hurt it), and its hyperparameters are chosen on the validation split, as the probes' are: one training per learning rate of
 `baseline.lr_grid` (empty: `baseline.lr`), each scored on the corrupted validation images (one
@@ -72,10 +73,11 @@ def steps_for(config, num_labelled: int) -> int:
   bc = config.baseline
   steps = bc.epochs * steps_per_epoch(config, num_labelled)
   if bc.select:
-    # A batch holds at most the labelled images: 40 of them in batches of 64 are 40 a step.
-    per_step = min(bc.batch_size, num_labelled)
+    # Every step is a full batch of views: with fewer labelled images than a batch the
+    # training stream runs on across epochs (`rrjax.data.pipeline`, drop_remainder=False), so
+    # 40 images in batches of 64 are still 64 views a step.
     student_images = config.train.steps * config.train.batch_size
-    steps = max(steps, -(-student_images // per_step))
+    steps = max(steps, -(-student_images // bc.batch_size))
   return int(min(steps, bc.max_steps))
 
 
