@@ -141,11 +141,14 @@ scale-check: setup
 # of rrjax.
 # torchvision is left out on purpose: PyPI's build does not import beside the CPU torch wheel.
 REF_VENV := .venv-ref
+# imagecorruptions: ImageNet-C's reference corruptions (tests/corruptions/
+# test_imagenet_c_reference.py); it declares opencv-python, replaced by the headless build.
 $(REF_VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(REF_VENV)/bin/python || $(PYTHON) -m venv $(REF_VENV)
 	$(REF_VENV)/bin/python -m pip install -q --upgrade pip
 	$(REF_VENV)/bin/python -m pip install -q torch==2.13.0 -e '.[test]'
 	$(REF_VENV)/bin/python -m pip install -q --no-deps open_clip_torch==3.3.0 timm
+	$(REF_VENV)/bin/python -m pip install -q --no-deps opencv-python-headless==5.0.0.93 imagecorruptions==1.1.2
 	touch $@
 
 # A skipped reference test (e.g. a missing package) fails the target: it proved nothing.

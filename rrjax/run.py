@@ -35,6 +35,7 @@ Two optional evaluations reuse the trained encoders (paper Tables 2 and 3):
 """
 
 import contextlib
+import copy
 import dataclasses
 import functools
 import json
@@ -70,12 +71,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `rrjax.config.validate` checks against the experiments before anything runs.
   """
   workdir_lib.check_same_config(config)  # Every process was given process 0's config.
+  config = expand_grids(config)
   validate.validate(config, overrides)
   # SIGTERM at any stage stops every process at one point (`rrjax.parallel.preemption`).
   with preemption.watch():
     if not config.get("seeds"):
       return _train_and_evaluate(config, workdir)
     return _over_seeds(config, workdir)
+
+
+def expand_grids(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy of `config` whose `eval.corruptions` (its own and each experiment's) have the
+  ImageNet-C grid tokens (`imagenet_c`, `imagenet_c(s)`) replaced by their specs
+  (`rrjax.corruptions.host_ops.expand`); `config` itself when it has none."""
+  sections = [config] + list((config.get("experiments") or {}).values())
+  if not any(corruptions.host_ops.is_grid(spec) for section in sections
+             for spec in (section.get("eval") or {}).get("corruptions", ())):
+    return config
+  order = list(config.get("experiments") or {})
+  config = copy.deepcopy(config)
+  if order:  # deepcopy (as to_dict()) sorts a ConfigDict's keys: keep the run order.
+    ordered = ml_collections.ConfigDict(sort_keys=False)
+    for name in order:
+      ordered[name] = config.experiments[name]
+    config.experiments = ordered
+  for section in [config] + list((config.get("experiments") or {}).values()):
+    if "corruptions" in (section.get("eval") or {}):
+      section.eval.corruptions = corruptions.host_ops.expand(section.eval.corruptions)
+  return config
 
 
 def _over_seeds(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:

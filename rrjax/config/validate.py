@@ -91,7 +91,14 @@ def _validate_one(c) -> None:
     raise errors.UserError("config.eval.corruptions: must be a non-empty list of specs, got "
                            f"{specs!r}")
   for i, spec in enumerate(specs):
-    _spec(c, f"eval.corruptions[{i}]", spec)
+    if corruptions.host_ops.is_grid(spec):
+      try:
+        corruptions.host_ops.grid(spec)
+      except ValueError as e:
+        raise errors.UserError(f"config.eval.corruptions[{i}]: {e}") from None
+    else:
+      _spec(c, f"eval.corruptions[{i}]", spec)
+  specs = corruptions.host_ops.expand(specs)  # The grid's specs, for the checks below.
   _int(c, "eval.draws", 1)
   _int(c, "eval.batch_size", 1)
   # Optional sections (rrjax/config/schema.py documents them); a config without them skips them.

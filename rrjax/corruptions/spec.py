@@ -15,6 +15,8 @@ Grammar: operators joined by `|`, applied left to right; whitespace is ignored. 
     identity       identity()         no corruption
     oneof(A;B;...)                    per image, one of the specs A, B, ... (uniformly)
     oneof(w:A;w:B;...)                ... with probabilities proportional to the weights w > 0
+    fog(s)  gaussian_noise(s) ...     an ImageNet-C corruption at severity s in 1..5 (its 15
+                                      names: `host_ops`; computed on the host by NumPy)
 
 An alternative of `oneof` is itself a spec: a composition (`oneof(mask(0.5)|noise(0.1);
 blur(5,1))`: the weight, if any, is for the whole composition) or another `oneof`; a missing
@@ -31,6 +33,7 @@ import math
 import re
 
 from rrjax import errors
+from rrjax.corruptions import host_ops
 from rrjax.corruptions.jpeg import Jpeg
 from rrjax.corruptions.operators import (Blur, Box, Compose, Down, Identity, Mask, Motion,
                                          Noise, OneOf, Operator, Poisson)
@@ -42,8 +45,12 @@ class SpecError(errors.UserError):
 
 OPERATORS: dict[str, type[Operator]] = {
     op.name: op for op in (Mask, Noise, Blur, Identity, Down, Box, Poisson, Motion, Jpeg, OneOf)}
+OPERATORS.update(host_ops.OPERATORS)
 
-_ALLOWED = " | ".join(form for op in OPERATORS.values() for form in op.forms)
+_ALLOWED = (" | ".join(form for op in OPERATORS.values() for form in op.forms
+                       if op.name not in host_ops.OPERATORS)
+            + " | an ImageNet-C corruption at severity s in 1..5: "
+            + ", ".join(f"{name}(s)" for name in host_ops.OPERATORS))
 # A name, optionally followed by a parenthesised argument list (balance is checked apart).
 _PART = re.compile(r"\s*([A-Za-z_]\w*)\s*(?:\((.*)\))?\s*", re.DOTALL)
 
@@ -106,6 +113,10 @@ def _parse_part(part: str, spec: str) -> Operator:
       raise bad("';' (between alternatives) and ':' (a weight) belong inside oneof(...)")
     raise bad("expected name or name(args) with balanced parentheses")
   name, args = match.groups()
+  if name == host_ops.GRID:
+    raise bad(f"{name} is not one operator but the grid of ImageNet-C specs that "
+              "config.eval.corruptions expands (imagenet_c: 15 corruptions x severities 1..5; "
+              "imagenet_c(s): the 15 at severity s)")
   if name not in OPERATORS:
     raise bad(f"unknown operator {name!r}; known: {', '.join(OPERATORS)}")
   if name == OneOf.name:

@@ -3,7 +3,8 @@
     report.write_results(workdir, config.to_dict(), rows, timing={"train": 812.4})
 
 `report.md` has a legend, the timing and one table per (dataset, training run): rows eval
-corruption x label fraction, columns the methods, the best non-ceiling method in bold.
+corruption x label fraction, columns the methods, the best non-ceiling method in bold; where
+ImageNet-C corruptions were evaluated, their summary after it (`corruption_grid`).
 Outputs depend only on the arguments: no timestamps, JSON keys sorted, rows and tables in the
 caller's order.
 """
@@ -16,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from etils import epath
 
 from rrjax.io import files, metrics
-from rrjax.outputs import plots
+from rrjax.outputs import corruption_grid, plots
 from rrjax.outputs import rows as rows_lib
 from rrjax.parallel import multiprocess
 
@@ -203,6 +204,7 @@ def render_report(config: Mapping, rows: Sequence[Mapping], timing: Mapping) -> 
     lines += [f"## {dataset}, {run}trained on `{first['train_corruption']}`{loss}", "",
               _draws_text(table_rows), ""]
     lines += results_table(table_rows) + [""]
+    lines += corruption_grid.table(table_rows)
     if over_seeds:
       comparison = _comparison_table(table_rows)
       lines += comparison + ([""] if comparison else [])

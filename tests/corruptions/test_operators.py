@@ -11,7 +11,7 @@ import scipy.ndimage
 import scipy.stats
 
 from rrjax import corruptions
-from rrjax.corruptions import operators
+from rrjax.corruptions import host_ops, operators
 
 # One fixed and one range spec per registered operator, and compositions.
 SPECS = {
@@ -28,6 +28,9 @@ SPECS = {
               "oneof(3:box(0.1,0.5)|noise(0.1);1:oneof(down(2);motion(5)))"],
     "compose": ["mask(0.5)|noise(0.1)", "noise(0.1,0.3)|blur(5,0.5,2)|mask(0.25,0.75)"],
 }
+# The ImageNet-C corruptions (host_ops: NumPy on the host), one severity each, 1 to 5 in turn;
+# against their definitions and the reference: test_imagenet_c*.py, test_host_ops.py.
+SPECS.update({name: [f"{name}({i % 5 + 1})"] for i, name in enumerate(host_ops.OPERATORS)})
 ALL_SPECS = [spec for specs in SPECS.values() for spec in specs]
 
 
