@@ -43,10 +43,11 @@ runs Gaussian noise 0.5 instead.
 
 Cost on 2 CPU cores at the demo's scale, measured 2026-11-26 on a user-like folder (1,950 MNIST
 digits of 20 to 96 px as grey PNG, RGB JPEG and palette PNG; 1,404 training images, 10
-classes): 602 s and 604 s of wall time on idle cores (the three baselines 444 s, the student
-92 s, the probes 52 s); after the baselines stopped checkpointing at every validation, 738 s
-and 731 s on the same cores running about 30% slower (the unchanged student stage took 120 to
-127 s): benchmarks/README.md, "folder_check.py". Both operators take about twice that. Images
+classes): 547 s of wall time (2026-11-27: the three baselines 331 s, the student 133 s, the
+probes 67 s), on cores that ran the student stage about 30% slower than in the first
+measurements (602 s and 604 s, when the 1% baseline trained 1,600 steps instead of the
+student's 500: benchmarks/README.md, "folder_check.py"). Both operators take about twice
+that. Images
 are decoded in the main process (`data.num_workers` 0: a worker process started per pass
 costs more than it saves here). Measured with
 
