@@ -71,8 +71,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   `rrjax.config.validate` checks against the experiments before anything runs.
   """
   workdir_lib.check_same_config(config)  # Every process was given process 0's config.
+  validate.validate(config, overrides)  # As the user wrote it: errors quote their values.
   config = expand_grids(config)
-  validate.validate(config, overrides)
   # SIGTERM at any stage stops every process at one point (`rrjax.parallel.preemption`).
   with preemption.watch():
     if not config.get("seeds"):

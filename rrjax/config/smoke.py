@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 import ml_collections
 
 from rrjax import errors
+from rrjax.corruptions import host_ops
 from rrjax.config import schema
 
 SMOKE_DATA_ENV = "RRJAX_SMOKE_DATA"
@@ -52,7 +53,8 @@ def smoke(c: ml_collections.ConfigDict, *, keep: Sequence[str] | None = None,
   for name in (keep if keep is not None else names[:1]):
     entry = c.experiments[name]
     if "eval" in entry and "corruptions" in entry.eval:
-      entry.eval.corruptions = ends(entry.eval.corruptions)
+      # An imagenet_c grid token stands for its cells: the smoke keeps the first and last.
+      entry.eval.corruptions = ends(host_ops.expand(entry.eval.corruptions))
     chosen[name] = entry
   c.experiments = chosen
   c.probe.label_fractions = ends(c.probe.label_fractions)

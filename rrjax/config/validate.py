@@ -99,6 +99,10 @@ def _validate_one(c) -> None:
     else:
       _spec(c, f"eval.corruptions[{i}]", spec)
   specs = corruptions.host_ops.expand(specs)  # The grid's specs, for the checks below.
+  twice = sorted({s for s in specs if specs.count(s) > 1})
+  if twice:
+    raise errors.UserError(f"config.eval.corruptions: {twice[0]!r} is evaluated twice (listed "
+                           "twice, or also part of an imagenet_c grid)")
   _int(c, "eval.draws", 1)
   _int(c, "eval.batch_size", 1)
   # Optional sections (rrjax/config/schema.py documents them); a config without them skips them.
@@ -107,7 +111,7 @@ def _validate_one(c) -> None:
       raise errors.UserError(f"config.eval.{flag}: must be True or False, got {c.eval[flag]!r}")
   if c.eval.get("restored", False):
     from rrjax.evaluation import restoration  # pylint: disable=import-outside-toplevel
-    for i, spec in enumerate(specs):
+    for i, spec in enumerate(specs):  # i: in the list with any imagenet_c grid expanded.
       if not restoration.restorable(corruptions.build(spec)):
         raise errors.UserError(f"config.eval.corruptions[{i}]: {spec!r} has no classical "
                                "restoration for config.eval.restored (mask, noise, blur and "

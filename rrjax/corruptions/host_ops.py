@@ -22,6 +22,8 @@ and a composition may hand it an unclipped noisy one); outputs are in [0, 1].
 
 import dataclasses
 import functools
+import math
+import re
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -33,6 +35,7 @@ from rrjax.corruptions import imagenet_c, kernels
 from rrjax.corruptions.operators import Operator
 
 GRID = "imagenet_c"  # the token `expand` replaces: imagenet_c (all 75) or imagenet_c(s)
+MIN_SIZE = 8  # `imagenet_c.corrupt`'s smallest image side.
 # The corruptions whose output does not depend on the key (ImageNet-C's deterministic ones).
 DETERMINISTIC = frozenset({"defocus_blur", "zoom_blur", "brightness", "contrast", "pixelate",
                            "jpeg_compression"})
@@ -64,9 +67,9 @@ class ImageNetC(Operator):
     return {"seed": jax.vmap(lambda k: jax.random.bits(k, (), jnp.uint32))(keys)}
 
   def apply(self, key, params, images):
-    if images.shape[-1] != 3:
-      raise ValueError(f"{self}: ImageNet-C corrupts RGB images [B, H, W, 3], got "
-                       f"{images.shape}")
+    if images.ndim != 4 or images.shape[-1] != 3 or min(images.shape[1:3]) < MIN_SIZE:
+      raise ValueError(f"{self}: ImageNet-C corrupts RGB images [B, H, W, 3] of at least "
+                       f"{MIN_SIZE} x {MIN_SIZE} pixels, got {images.shape}")
     out = jax.ShapeDtypeStruct(images.shape, images.dtype)
     host = functools.partial(_corrupt_batch, self.corruption, self.severity)
     return jax.pure_callback(host, out, params["seed"], images, vmap_method="sequential")
@@ -100,24 +103,34 @@ OPERATORS: dict[str, type[ImageNetC]] = {name: _operator_class(name) for name in
 
 def grid(token: str = GRID) -> tuple[str, ...]:
   """The specs of `imagenet_c` (every corruption at severities 1..5, corruption-major: 75) or
-  `imagenet_c(s)` (every corruption at severity s: 15)."""
-  text = token.replace(" ", "")
-  if text == GRID:
+  `imagenet_c(s)` (every corruption at severity s: 15).
+
+  Raises:
+    ValueError: for anything else, naming the forms allowed.
+  """
+  match = _GRID.fullmatch(token) if isinstance(token, str) else None
+  if match is None:
+    raise ValueError(f"{token!r} is not {GRID} or {GRID}(s) with s in 1..5")
+  if match.group(1) is None:
     severities = imagenet_c.SEVERITIES
-  elif text.startswith(GRID + "(") and text.endswith(")"):
-    inner = text[len(GRID) + 1:-1]
-    if inner not in {str(s) for s in imagenet_c.SEVERITIES}:
-      raise ValueError(f"{token!r}: the severity of {GRID}(s) is one of 1..5")
-    severities = (int(inner),)
   else:
-    raise ValueError(f"{token!r} is not {GRID} or {GRID}(s)")
+    try:
+      value = float(match.group(1))
+    except ValueError:
+      value = math.nan
+    if value not in imagenet_c.SEVERITIES:
+      raise ValueError(f"{token!r}: the severity s of {GRID}(s) is one of 1..5")
+    severities = (int(value),)
   return tuple(f"{name}({s})" for name in imagenet_c.NAMES for s in severities)
 
 
+# `imagenet_c` or `imagenet_c(...)`, whole: a composition holding it is no grid (build refuses it).
+_GRID = re.compile(rf"\s*{GRID}\s*(?:\(([^()|;:]*)\))?\s*")
+
+
 def is_grid(spec: str) -> bool:
-  """Whether `spec` is the grid token (`imagenet_c`, `imagenet_c(s)`) rather than one spec."""
-  text = spec.replace(" ", "") if isinstance(spec, str) else ""
-  return text == GRID or text.startswith(GRID + "(")
+  """Whether `spec` is a grid token (`imagenet_c`, `imagenet_c(s)`; `grid` checks s)."""
+  return isinstance(spec, str) and _GRID.fullmatch(spec) is not None
 
 
 def expand(specs: Iterable[str]) -> tuple[str, ...]:

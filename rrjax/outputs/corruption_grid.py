@@ -13,7 +13,13 @@ frozen teacher with a probe fitted on corrupted images (`teacher_corrupted`):
 
 in percent: under 100% the method errs less than the frozen teacher. ImageNet-C's own mCE
 normalises by AlexNet's errors; the frozen teacher is the reference a robust student is measured
-against here. Only the (corruption, severity) cells that both have enter a CE.
+against here. Only the (corruption, severity) cells that both have enter a CE, and a corruption
+where the reference makes no error (or a cell is not finite) is left out of that method's mCE.
+
+The reference is the run's own: `teacher_corrupted`'s probe is fitted on the teacher's features
+of training images corrupted by the experiment's training operator, so an mCE compares methods
+within one experiment; across experiments trained on different operators (a specialist against
+a universal student) its denominators differ, and the top-1 columns are what compare.
 """
 
 import math

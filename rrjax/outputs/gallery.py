@@ -208,12 +208,12 @@ def main(argv: list[str] | None = None) -> str:
   return path
 
 
-if __name__ == "__main__":
-  main(sys.argv[1:])
-
-
 def _eval_views(source) -> tuple[np.ndarray, np.ndarray]:
   """The eval views of a few images, float32 `[n, S, S, 3]` in [0, 1], and their labels."""
   batch = next(data.batches(source, len(source), train=False, seed=0, process_index=0,
                             process_count=1))
   return batch["image"].astype(np.float32) / 255, batch["label"]
+
+
+if __name__ == "__main__":  # Last: main uses every function above.
+  main(sys.argv[1:])

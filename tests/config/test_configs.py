@@ -65,6 +65,8 @@ def test_imagenet100c_is_the_paper_setting_on_the_grid():
   (_, run), = experiments.expand(c)
   assert run.train.corruption == "mask(0.5,0.95)"
   assert len(host_ops.expand(run.eval.corruptions)) == 75
+  (_, smoke), = experiments.expand(helpers.load_config("imagenet100c", "smoke"))
+  assert smoke.eval.corruptions == ("gaussian_noise(1)", "jpeg_compression(5)")
 
 
 def test_experiment_grids():

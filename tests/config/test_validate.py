@@ -8,6 +8,7 @@ import pytest
 
 from rrjax import models
 from rrjax.config import validate
+from rrjax.corruptions import host_ops
 from rrjax.parallel import sharding
 from tests import helpers
 
@@ -20,7 +21,8 @@ def folder(tmp_path_factory):
 _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | blur(n,sigma) | "
           "blur(n,lo,hi) | identity | down(f) | box(s) | box(lo,hi) | poisson(peak) | "
           "poisson(lo,hi) | motion(n) | motion(n,angle) | jpeg(q) | jpeg(lo,hi) | "
-          "oneof(A;B;...) | oneof(w:A;w:B;...)")
+          "oneof(A;B;...) | oneof(w:A;w:B;...) | an ImageNet-C corruption at severity s in 1..5: "
+          + ", ".join(f"{name}(s)" for name in host_ops.OPERATORS))
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -34,7 +36,17 @@ _FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | 
     ({"train.corruption": "foo(1)"},
      "config.experiments.mask.train.corruption: bad corruption spec part 'foo(1)': unknown "
      "operator 'foo'; known: mask, noise, blur, identity, down, box, poisson, motion, jpeg, "
-     f"oneof; {_FORMS}"),
+     f"oneof, {', '.join(host_ops.OPERATORS)}; {_FORMS}"),
+    # ImageNet-C grids: checked as written (not as the 75 specs they stand for).
+    ({"eval.corruptions": ("imagenet_c(0)",)},
+     "config.experiments.mask.eval.corruptions[0]: 'imagenet_c(0)': the severity s of "
+     "imagenet_c(s) is one of 1..5"),
+    ({"eval.corruptions": ("mask(0.5)", "imagenet_c(x)")},
+     "config.experiments.mask.eval.corruptions[1]: 'imagenet_c(x)': the severity s of "
+     "imagenet_c(s) is one of 1..5"),
+    ({"eval.corruptions": ("imagenet_c", "fog(3)")},
+     "config.experiments.mask.eval.corruptions: 'fog(3)' is evaluated twice (listed twice, or "
+     "also part of an imagenet_c grid)"),
     ({"probe.label_fractions": (0.0, 1.0)}, "config.probe.label_fractions: 0.0 not in (0, 1]"),
     ({"probe.label_fractions": (1.5,)}, "config.probe.label_fractions: 1.5 not in (0, 1]"),
     ({"probe.label_fractions": (0.1, 1, 0.1)},

@@ -63,9 +63,11 @@ def test_composes_and_mixes_with_jnp_operators(key):
   np.testing.assert_array_equal(y, op(key, x))
 
 
-def test_refuses_images_that_are_not_rgb(key):
+def test_refuses_images_that_are_not_rgb_or_too_small_before_any_compute(key):
   with pytest.raises(ValueError, match="RGB"):
     corruptions.build("fog(1)")(key, _images((2, 16, 16, 1)))
+  with pytest.raises(ValueError, match="at least 8 x 8"):
+    corruptions.build("fog(1)")(key, _images((2, 6, 16, 3)))
 
 
 def test_grid_and_expand():
@@ -77,4 +79,9 @@ def test_grid_and_expand():
   for bad in ("imagenet_c(0)", "imagenet_c(x)", "imagenet_c(1,2)"):
     with pytest.raises(ValueError, match="imagenet_c"):
       host_ops.grid(bad)
+  assert host_ops.grid("imagenet_c(3.0)") == host_ops.grid("imagenet_c(3)")
   assert not host_ops.is_grid("mask(0.9)") and host_ops.is_grid("imagenet_c")
+  # A composition holding the token is no grid: build refuses it as one spec.
+  assert not host_ops.is_grid("imagenet_c(3)|mask(0.5)")
+  with pytest.raises(corruptions.SpecError, match="grid of ImageNet-C specs"):
+    corruptions.build("imagenet_c(3)|mask(0.5)")

@@ -1,6 +1,8 @@
 """rrjax.outputs.gallery: Figure 1 of a finished tiny run, and the top-k helper."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -35,9 +37,20 @@ def test_gallery_of_tiny_run(tmp_path):
 
   path = gallery.main([f"--workdir={workdir}", "--num=3", "--probe_images=60"])
   assert path == os.path.join(workdir, "gallery_mask.png")
-  with open(path, "rb") as f:
-    png = f.read()
-  assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
+  # The documented command, as a user runs it, with an ImageNet-C corruption the run did not
+  # evaluate (`python -m` once failed where gallery.main did not: a helper defined after the
+  # `__main__` block).
+  out = str(tmp_path / "fog.png")
+  done = subprocess.run([sys.executable, "-m", "rrjax.outputs.gallery", f"--workdir={workdir}",
+                         "--num=3", "--probe_images=60", "--corruption=fog(2)", f"--out={out}"],
+                        env=helpers.main_env(), capture_output=True, text=True, timeout=300,
+                        check=False)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert done.stdout.strip().splitlines()[-1] == out
+  for written in (path, out):
+    with open(written, "rb") as f:
+      png = f.read()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 1000
 
 
 def test_gallery_of_no_run_is_one_line_and_exit_2(tmp_path, capsys):
