@@ -200,3 +200,14 @@ def write_results(workdir, config) -> bytes:
   files.write_json(path, {"config": config.to_dict(), "rows": [], "timing": {"total": 1.0}})
   with open(path, "rb") as f:
     return f.read()
+
+
+# The allowed forms that a corruption spec's error lists (rrjax.corruptions.spec).
+ALLOWED_FORMS = (
+    "allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | blur(n,sigma) | "
+    "blur(n,lo,hi) | identity | down(f) | box(s) | box(lo,hi) | poisson(peak) | "
+    "poisson(lo,hi) | motion(n) | motion(n,angle) | jpeg(q) | jpeg(lo,hi) | "
+    "oneof(A;B;...) | oneof(w:A;w:B;...) | an ImageNet-C corruption at severity s in 1..5: "
+    "gaussian_noise(s), shot_noise(s), impulse_noise(s), defocus_blur(s), glass_blur(s), "
+    "motion_blur(s), zoom_blur(s), snow(s), frost(s), fog(s), brightness(s), contrast(s), "
+    "elastic_transform(s), pixelate(s), jpeg_compression(s)")

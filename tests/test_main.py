@@ -21,10 +21,7 @@ from tests import helpers
 
 # Where the tiny config's single experiment ("mask") keeps its outputs.
 EXPERIMENT = "mask"
-_FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | blur(n,sigma) | "
-          "blur(n,lo,hi) | identity | down(f) | box(s) | box(lo,hi) | poisson(peak) | "
-          "poisson(lo,hi) | motion(n) | motion(n,angle) | jpeg(q) | jpeg(lo,hi) | "
-          "oneof(A;B;...) | oneof(w:A;w:B;...)")
+_FORMS = helpers.ALLOWED_FORMS
 
 
 @pytest.fixture(scope="module")

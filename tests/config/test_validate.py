@@ -18,11 +18,7 @@ def folder(tmp_path_factory):
   return helpers.make_folder(tmp_path_factory.mktemp("images"))
 
 
-_FORMS = ("allowed forms: mask(p) | mask(lo,hi) | noise(sigma) | noise(lo,hi) | blur(n,sigma) | "
-          "blur(n,lo,hi) | identity | down(f) | box(s) | box(lo,hi) | poisson(peak) | "
-          "poisson(lo,hi) | motion(n) | motion(n,angle) | jpeg(q) | jpeg(lo,hi) | "
-          "oneof(A;B;...) | oneof(w:A;w:B;...) | an ImageNet-C corruption at severity s in 1..5: "
-          + ", ".join(f"{name}(s)" for name in host_ops.OPERATORS))
+_FORMS = helpers.ALLOWED_FORMS
 
 
 @pytest.mark.parametrize("overrides,message", [
