@@ -4,7 +4,8 @@
 
 `report.md` has a legend, the timing and one table per (dataset, training run): rows eval
 corruption x label fraction, columns the methods, the best non-ceiling method in bold; where
-ImageNet-C corruptions were evaluated, their summary after it (`corruption_grid`).
+ImageNet-C corruptions were evaluated, their summary after it (`corruption_grid`); with several
+experiments, their students side by side on every eval corruption (`across_experiments_table`).
 Outputs depend only on the arguments: no timestamps, JSON keys sorted, rows and tables in the
 caller's order.
 """
@@ -104,6 +105,35 @@ def results_table(rows: Sequence[Mapping]) -> list[str]:
         else:
           row_cells.append(_cell(present[m]))
       lines.append("| " + " | ".join(row_cells) + " |")
+  return lines
+
+
+def across_experiments_table(rows: Sequence[Mapping]) -> list[str]:
+  """One dataset's `ours` (and `baseline`) rows side by side over experiments: rows eval
+  corruption x label fraction, a column per (method, experiment); [] with fewer than two
+  experiments. Bold: the best `ours` of a row."""
+  runs = list(dict.fromkeys(r["experiment"] for r in rows if r["method"] == "ours"))
+  if len(runs) < 2:
+    return []
+  columns = [("ours", e) for e in runs] + [
+      ("baseline", e) for e in runs
+      if any(r["method"] == "baseline" and r["experiment"] == e for r in rows)]
+  cells = {(r["eval_corruption"], r["label_fraction"], r["method"], r["experiment"]): r
+           for r in rows if r["method"] in ("ours", "baseline")}
+  lines = ["| eval corruption | labels | " + " | ".join(
+      f"{rows_lib.COLUMN_NAMES.get(m, m)} ({_md(e)})" for m, e in columns) + " |",
+           "|---|---:|" + "---:|" * len(columns)]
+  keys = dict.fromkeys((ev, f) for ev, f, _, _ in cells)
+  for ev, fraction in keys:
+    present = {c: cells.get((ev, fraction) + c) for c in columns}
+    ours = [round(r["top1_mean"], 2) for (m, _), r in present.items() if m == "ours" and r]
+    best = max(ours) if len(ours) > 1 else None
+    out = [f"`{_md(ev)}`", rows_lib.format_fraction(fraction)]
+    for (m, _), r in present.items():
+      text = "–" if r is None else _cell(r)
+      out.append(f"**{text}**" if r and m == "ours" and round(r["top1_mean"], 2) == best
+                 else text)
+    lines.append("| " + " | ".join(out) + " |")
   return lines
 
 
@@ -208,6 +238,14 @@ def render_report(config: Mapping, rows: Sequence[Mapping], timing: Mapping) -> 
     if over_seeds:
       comparison = _comparison_table(table_rows)
       lines += comparison + ([""] if comparison else [])
+  for dataset in datasets:
+    across = across_experiments_table([r for r in rows if r["dataset"] == dataset])
+    if across:
+      lines += [f"## {dataset}: ours across experiments", "",
+                "The student of each experiment (and each baseline) on every eval corruption "
+                "any of them was scored on: a specialist against a student trained on several "
+                "operators, or one operator's student on another's corruptions.", ""]
+      lines += across + [""]
   lines += ["## Config", "", "```json",
             json.dumps(files.to_python(config), indent=2, sort_keys=True, allow_nan=False),
             "```", ""]

@@ -57,3 +57,19 @@ def test_expand_grids_replaces_tokens_in_the_config_and_its_experiments():
   assert c.experiments.a.eval.corruptions == ("imagenet_c(3)",)  # The caller's is untouched.
   plain = ml_collections.ConfigDict({"eval": {"corruptions": ("mask(0.9)",)}})
   assert run.expand_grids(plain) is plain
+
+
+def test_across_experiments_puts_each_student_side_by_side():
+  def row(experiment, method, spec, top1):
+    return rows_lib.make_row(experiment=experiment, loss="st", method=method, dataset="d",
+                             train_corruption="x", eval_corruption=spec, label_fraction=0.1,
+                             draws=[top1])
+  rows = [row("universal", "ours", "mask(0.9)", 60.0), row("universal", "ours", "fog(3)", 50.0),
+          row("mask", "ours", "mask(0.9)", 62.0), row("universal", "baseline", "fog(3)", 40.0)]
+  lines = report.across_experiments_table(rows)
+  assert lines[0] == ("| eval corruption | labels | ours (universal) | ours (mask) | "
+                      "baseline (universal) |")
+  assert lines[2] == "| `mask(0.9)` | 10% | 60.00 | **62.00** | – |"
+  assert lines[3] == "| `fog(3)` | 10% | 50.00 | – | 40.00 |"
+  assert report.across_experiments_table(rows[:2]) == []  # One experiment: no table.
+  assert "## d: ours across experiments" in report.render_report({}, rows, {})
