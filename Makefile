@@ -179,7 +179,8 @@ clean:
 # Every CPU benchmark, one after the other (numbers and commands: benchmarks/README.md). The
 # accelerator benchmark runs in its --small form, which only checks that it works here;
 # cpu_vs_torch needs torch, so it runs in the reference venv.
-BENCH_CPU := operators overhead probe teacher_cache depthwise memory input_pipeline jpeg_decode
+BENCH_CPU := operators overhead probe teacher_cache depthwise memory input_pipeline jpeg_decode \
+  multiprocess_eval
 .PHONY: bench bench-cpu-vs-torch
 bench: setup $(REF_VENV)/.installed
 	@for name in $(BENCH_CPU); do echo "== benchmarks/$$name.py"; \

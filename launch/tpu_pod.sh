@@ -212,6 +212,9 @@ $REMOTE_DIR/.venv; }"
 
 POLLS=${TPU_POLLS:-10}
 POLL_SECONDS=${TPU_POLL_SECONDS:-30}
+[[ $POLLS =~ ^[1-9][0-9]*$ ]] || die "TPU_POLLS must be a whole number >= 1, not '$POLLS'"
+[[ $POLL_SECONDS =~ ^(0|[1-9][0-9]*)$ ]] \
+  || die "TPU_POLL_SECONDS must be a whole number of seconds, not '$POLL_SECONDS'"
 RUN_UNFINISHED=0  # Set by `run` when it gives up on a run that was stopped, not finished.
 
 # After a run stopped by SIGTERM or a lost worker: STATE once it is READY for every poll (a

@@ -18,19 +18,22 @@ Exit status: 0 when the run completed; 2 for a user error (`rrjax.errors.UserErr
 config, input file, weights file or workdir; a diverged training), printed as one line
 `rrjax: error: <message>` without a traceback (`--traceback` or RRJAX_TRACEBACK=1 shows it);
 143 (128 + SIGTERM) when SIGTERM stopped training after saving a checkpoint. Every other
-exception is a bug and keeps its traceback.
+exception is a bug and keeps its traceback (status 1). In a multi-process run an error or a bug
+in one process ends every process within seconds, each printing the same line with the same
+status (`rrjax.parallel.failures`).
 """
 
 import logging as std_logging
 import os
 import sys
+import traceback
 
 import jax
 from absl import app, flags, logging
 from ml_collections import config_flags
 
 from rrjax import errors, run
-from rrjax.parallel import multiprocess
+from rrjax.parallel import failures, multiprocess
 from rrjax.training import loop
 
 # The shell's status for a process ended by SIGTERM, which schedulers expect of a preemption.
@@ -70,15 +73,26 @@ def main(argv):
     multiprocess.maybe_initialize(
         *multiprocess.resolve(f.coordinator_address, f.num_processes, f.process_id),
         auto=f.distributed)
-    _hint_cpu_malloc()
-    overrides = tuple(config_flags.get_override_values(f["config"]))
-    run.train_and_evaluate(f.config, f.workdir, overrides)
+    # A failure in any process ends every process, with its line (`failures`).
+    with failures.shared():
+      _hint_cpu_malloc()
+      overrides = tuple(config_flags.get_override_values(f["config"]))
+      run.train_and_evaluate(f.config, f.workdir, overrides)
   except loop.Preempted as e:
-    _exit(PREEMPTED_STATUS, f"rrjax: {e}")
+    _exit(PREEMPTED_STATUS, f"rrjax: {e}")  # Every process stops at the same point.
   except errors.UserError as e:
-    if f.traceback or _show_tracebacks():
+    show = f.traceback or _show_tracebacks()
+    if show and not failures.spans_processes():
       raise
-    _exit(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}")
+    failures.end(USER_ERROR_STATUS, f"rrjax: error: {str(e) or type(e).__name__}",
+                 traceback.format_exc() if show else "")
+  except Exception as e:  # pylint: disable=broad-except
+    if not failures.spans_processes():
+      raise  # A bug: its traceback, exit status 1.
+    failures.end(failures.BUG_STATUS,
+                 f"rrjax: process {jax.process_index()} failed: "
+                 f"{errors.one_line(f'{type(e).__name__}: {e}', 1000)} (a bug; the traceback "
+                 "is in that process's log)", traceback.format_exc())
 
 
 def parse_flags(argv: list[str]) -> list[str]:

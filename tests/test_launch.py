@@ -254,6 +254,17 @@ def test_tpu_errors(tools, args, message):
   assert result.stdout == ""  # Nothing runs before the arguments are checked.
 
 
+@pytest.mark.parametrize("env,message", [
+    ({"TPU_POLLS": "0"}, "TPU_POLLS must be a whole number >= 1, not '0'"),
+    ({"TPU_POLLS": "ten"}, "TPU_POLLS must be a whole number >= 1"),
+    ({"TPU_POLL_SECONDS": "-5"}, "TPU_POLL_SECONDS must be a whole number of seconds"),
+])
+def test_tpu_poll_settings_are_checked(tools, env, message):
+  result = _run(tools, "tpu_pod.sh", "--dry-run", *TPU_ALL, env=env)
+  assert result.returncode == 2 and message in result.stderr, result.stderr
+  assert result.stdout == ""
+
+
 def test_tpu_restarts_after_preemption(tools, tmp_path):
   """The stub preempts the slice during the first run: it is deleted, recreated, set up again
   and the run resumes (--max-restarts 1)."""

@@ -16,7 +16,8 @@ SIGTERM is how clusters and TPU VMs announce a preemption. Inside `watch()`:
     loop, a feature pass) it is recorded and the loop's next `check` raises; anywhere else
     (reading the data, fitting probes, writing the outputs) it raises `Preempted` at once.
 Under the service, a stage without checks runs on to the next check (a feature batch, a probe,
-a training step: seconds to minutes, not hours).
+a training step: seconds to minutes, not hours). Work nested in a training step (the baseline's
+validation pass) runs `postponed()`: the step's loop checkpoints it, validated, then stops.
 `check(where)` raises `Preempted`; training loops checkpoint first (`rrjax.training.loop`);
 `rrjax.main` exits with status 143 and the same command resumes from the checkpoints. What is
 kept: every finished or interrupted training (its checkpoint); what is redone: the interrupted
@@ -31,6 +32,8 @@ installs no handler.
 import contextlib
 import signal
 import threading
+
+from absl import logging
 
 from rrjax.parallel import multiprocess
 
@@ -57,6 +60,9 @@ class Preempted(BaseException):
 _received = threading.Event()
 _depth = 0  # Open `watch()` regions.
 _deferring = 0  # Open `deferred()` regions (main thread).
+_postponing = 0  # Open `postponed()` regions (main thread).
+_reached = False  # `requested()` has answered True: it does from then on, without asking again.
+_noted = False  # A postponed stop was logged.
 _installed = False  # Whether our SIGTERM handler is installed (single process, main thread).
 _lock = threading.Lock()
 
@@ -64,12 +70,14 @@ _lock = threading.Lock()
 @contextlib.contextmanager
 def watch():
   """Watches for SIGTERM until exit (module docstring); re-entrant: nested watches share it."""
-  global _depth, _installed
+  global _depth, _installed, _reached, _noted
   service = multiprocess.uses_preemption_service()
   main = threading.current_thread() is threading.main_thread()
   with _lock:
     _depth += 1
     first = _depth == 1
+  if first:
+    _reached = _noted = False
   previous = None
   if first and main and not service:
     _received.clear()
@@ -86,6 +94,8 @@ def watch():
       signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
       _installed = False
       _received.clear()
+    if last:
+      _reached = _noted = False
 
 
 def _on_sigterm(signum, frame) -> None:
@@ -106,16 +116,40 @@ def deferred():
     _deferring -= 1
 
 
+@contextlib.contextmanager
+def postponed():
+  """Within: `check` does not raise; a stop it finds is kept for the enclosing loop's next
+  `requested()`, which answers True (as every later call does). For work nested in a training
+  step, e.g. a validation pass: the loop checkpoints that step, validated, then stops, and the
+  resumed run goes on exactly as an uninterrupted one would."""
+  global _postponing
+  _postponing += 1
+  try:
+    yield
+  finally:
+    _postponing -= 1
+
+
 def requested() -> bool:
   """Whether to stop now: called at the same points by every process (module docstring)."""
+  global _reached
   if not _depth:
     return False
-  if multiprocess.uses_preemption_service():
-    return multiprocess.reached_preemption_point()
-  return _installed and _received.is_set()
+  if not _reached:
+    if multiprocess.uses_preemption_service():
+      _reached = multiprocess.reached_preemption_point()
+    else:
+      _reached = _installed and _received.is_set()
+  return _reached
 
 
 def check(where: str) -> None:
-  """Raises `Preempted(where)` when `requested()`."""
-  if requested():
+  """Raises `Preempted(where)` when `requested()`, unless `postponed()`."""
+  global _noted
+  if not requested():
+    return
+  if not _postponing:
     raise Preempted(where)
+  if not _noted:
+    logging.warning("SIGTERM during %s: finishing it, then stopping", where)
+    _noted = True

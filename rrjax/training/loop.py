@@ -195,8 +195,10 @@ def fit(state: TrainState, advance: Callable, batches: Iterator[dict], *, name: 
                       **extra)
         window_start, window_step = now, step
       if best is not None and (step % best.validation.every == 0 or step >= total_steps):
-        # Before a checkpoint of this step: the resumed run starts after it.
-        best.offer(state, step, metrics)
+        # Before a checkpoint of this step: the resumed run starts after it. A SIGTERM during
+        # the validation pass stops after it, below, with this step checkpointed.
+        with preemption.postponed():
+          best.offer(state, step, metrics)
       if preemption.requested():
         _checkpoint(checkpointer, state, name, step, best)
         logging.warning("%s: SIGTERM at step %d/%d; checkpoint saved, stopping", name, step,

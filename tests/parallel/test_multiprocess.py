@@ -19,6 +19,7 @@ checks what process 0 checks, and the multi-process flags are validated. Marked 
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -300,6 +301,30 @@ def test_main_on_two_processes_writes_once_and_matches_one_process(config, refer
   assert (workdir / "config.json").read_bytes() == stored
 
 
+def _preempted_at_one_step(runs: list[subprocess.CompletedProcess]) -> int:
+  """The training step at which every process stopped for SIGTERM (exit 143, a checkpoint
+  saved); the same in all, or the test fails."""
+  stopped = set()
+  for i, run in enumerate(runs):
+    assert run.returncode == 143, (i, run.stderr[-3000:])
+    match = re.fullmatch(r"rrjax: preempted at step (\d+); checkpoint saved; rerun the same "
+                         r"command to resume", run.stderr.strip().splitlines()[-1])
+    assert match, (i, run.stderr[-3000:])
+    stopped.add(int(match[1]))
+  (step,) = stopped
+  return step
+
+
+def _resume_two_processes(config: str, workdir, step: int) -> None:
+  """Reruns the same two-process commands: both finish, resumed from checkpoint `step`."""
+  port = _free_port()
+  for i, run in enumerate(_run_all(
+      [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
+       for i in range(2)], _env())):
+    assert run.returncode == 0, (i, run.stderr[-3000:])
+    assert f"resuming from checkpoint step {step}" in run.stderr
+
+
 @pytest.mark.scale
 def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path):
   steps = 300  # About 30 s on two processes: still training when the signal lands.
@@ -318,23 +343,10 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path
     assert time.monotonic() < deadline, "no metrics line in time"
     time.sleep(0.05)
   started[1][1].send_signal(signal.SIGTERM)  # The notice reaches process 1 only.
-  stopped = set()
-  for i, run in enumerate(_wait_all(started)):
-    assert run.returncode == 143, (i, run.stderr[-3000:])
-    match = re.fullmatch(r"rrjax: preempted at step (\d+); checkpoint saved; rerun the same "
-                         r"command to resume", run.stderr.strip().splitlines()[-1])
-    assert match, (i, run.stderr[-3000:])
-    stopped.add(int(match[1]))
-  (step,) = stopped  # Both processes stopped after the same step ...
+  step = _preempted_at_one_step(_wait_all(started))  # Both after the same step ...
   assert 1 <= step < steps
   assert (workdir / EXPERIMENT / "checkpoints" / str(step)).is_dir()  # ... and saved it.
-
-  port = _free_port()
-  for i, run in enumerate(_run_all(
-      [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
-       for i in range(2)], _env())):
-    assert run.returncode == 0, (i, run.stderr[-3000:])
-    assert f"resuming from checkpoint step {step}" in run.stderr
+  _resume_two_processes(config, workdir, step)
   assert [m["step"] for m in metrics.read_metrics(log)] == list(range(1, steps + 1))
 
 
@@ -446,6 +458,145 @@ def test_main_reads_process_settings_from_the_environment(config, tmp_path):
       "multi-process run names process 0's HOST:PORT (or pass --distributed to detect it on a "
       "TPU pod or a SLURM / Open MPI cluster)")
   assert not (tmp_path / "run").exists()  # Refused before any work.
+
+
+def _wait_timed(started: list[tuple], timeout: float
+                ) -> list[tuple[subprocess.CompletedProcess, float]]:
+  """As `_wait_all`, with the `time.monotonic()` at which each process was seen to end; a
+  process still running after `timeout` seconds is killed and the test fails."""
+  ended = {}
+  deadline = time.monotonic() + timeout
+  try:
+    while len(ended) < len(started) and time.monotonic() < deadline:
+      for i, (_, process, _) in enumerate(started):
+        if i not in ended and process.poll() is not None:
+          ended[i] = time.monotonic()
+      time.sleep(0.05)
+    runs = _wait_all(started)  # Kills what is left (a hang) and reads the logs.
+  finally:
+    for _, process, _ in started:
+      if process.poll() is None:
+        process.kill()
+  assert len(ended) == len(started), "a process hung"
+  return [(run, ended[i]) for i, run in enumerate(runs)]
+
+
+# A train image that the run's first pass over the train split (tiny config, two processes)
+# puts in process 1's slice: process 1 is the first to read it.
+BAD_IMAGE = os.path.join("train", "class1", "005.png")
+
+
+@pytest.mark.scale
+@pytest.mark.parametrize("fault", ["bad image", "bug", "last write"])
+def test_a_failure_in_one_process_ends_every_process_with_its_line_within_seconds(
+    fault, config, folder, tmp_path):
+  """Issue #17: process 1 alone failing (an image of its slice that does not decode, or an
+  exception of a bug; process 0 for its last write, when the others have nothing left to
+  compute) left process 0 waiting at its next collective and process 1 at JAX's
+  shutdown barrier until JAX's 5-minute timeouts, then both aborted with a trace. Now both
+  end within seconds with the same line and status."""
+  env, module = _env(), "rrjax.main"
+  if fault == "bad image":
+    images = tmp_path / "images"
+    shutil.copytree(folder, images)
+    bad = images / BAD_IMAGE
+    content = bad.read_bytes()
+    bad.write_bytes(content[:len(content) // 2])  # The header reads, the pixels do not.
+    config = helpers.write_tiny_config_file(tmp_path / "bad.py", str(images),
+                                            f"c.train.steps = {STEPS}")
+    status = 2
+    line = (f"rrjax: error: imagefolder:{images} train[:120]: cannot decode image {bad}: "
+            "image file is truncated")
+  elif fault == "bug":
+    env = dict(env, RRJAX_FAULT="bug", RRJAX_FAULT_PROCESS="1")
+    module = "tests.parallel.scale_fault_main"
+    status = 1
+    line = ("rrjax: process 1 failed: RuntimeError: injected fault (a bug; the traceback is "
+            "in that process's log)")
+  else:
+    env = dict(env, RRJAX_FAULT="last_write", RRJAX_FAULT_PROCESS="0")
+    module = "tests.parallel.scale_fault_main"
+    status = 1
+    line = ("rrjax: process 0 failed: OSError: injected: disk full (a bug; the traceback is in "
+            "that process's log)")
+  failing = 0 if fault == "last write" else 1
+  port = _free_port()
+  commands = [[sys.executable, "-m", module,
+               *helpers.main_command(config, str(tmp_path / "run"),
+                                     *_distributed_flags(port, 2, i))[3:]] for i in range(2)]
+  # A minute for start-up, compiling and the failure (about 5 s idle): far below the 300 s
+  # of JAX's shutdown barrier, which the processes waited out before.
+  ended = _wait_timed(_start_all(commands, env), timeout=60)
+  for i, (run, _) in enumerate(ended):
+    assert run.returncode == status, (i, run.stderr[-3000:])
+    assert run.stderr.strip().splitlines()[-1] == line, (i, run.stderr[-3000:])
+  # One process failed; the other learnt it from the shared store, not from a timeout.
+  other = 1 - failing
+  assert f"process {failing} failed; ending this one too" in ended[other][0].stderr
+  assert "failed; ending this one too" not in ended[failing][0].stderr
+  if fault != "bad image":
+    assert "Traceback" in ended[failing][0].stderr and "injected" in ended[failing][0].stderr
+  times = [t for _, t in ended]
+  assert max(times) - min(times) < 15, times  # Seconds, not the coordinator's minutes.
+
+
+@pytest.mark.scale
+@pytest.mark.parametrize("during", ["a training step", "a validation pass"])
+def test_sigterm_during_the_baseline_stops_every_process_and_resumes_exactly(during, folder,
+                                                                               tmp_path):
+  """The baseline checkpoints every `baseline.checkpoint_every` steps and on SIGTERM, also one
+  that lands in its validation pass (model selection), and resumes to the uninterrupted run."""
+  steps = 300  # Per label fraction; the signal lands in the first fine-tuning.
+  # Validation passes of 3 batches (24 images): JAX's preemption service names a sync point one
+  # past the furthest check any process reached, so it falls inside the pass, not at the
+  # training loop's check after it.
+  config = helpers.write_tiny_config_file(
+      tmp_path / "baseline.py", folder, "c.stages = ('baseline',)", "c.baseline.epochs = 1000",
+      f"c.baseline.max_steps = {steps}", "c.baseline.log_every = 1",
+      "c.baseline.checkpoint_every = 25", "c.eval.batch_size = 8")
+  reference = tmp_path / "reference"
+  (run,) = _run_all([helpers.main_command(config, str(reference))], _env(TWO_DEVICES))
+  assert run.returncode == 0, run.stderr[-3000:]
+
+  workdir = tmp_path / "run"
+  port = _free_port()
+  commands = [helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
+              for i in range(2)]
+  if during == "a training step":
+    started = _start_all(commands, _env())
+    deadline = time.monotonic() + TIMEOUT
+    # The first fine-tuning's log (one per label fraction and learning rate).
+    while not any(log.read_text().strip()
+                  for log in (workdir / EXPERIMENT).glob("baseline_*/*/metrics.jsonl")):
+      assert all(p.poll() is None for _, p, _ in started), "a process ended before the baseline"
+      assert time.monotonic() < deadline, "no baseline metrics line in time"
+      time.sleep(0.05)
+    started[1][1].send_signal(signal.SIGTERM)  # The notice reaches process 1 only.
+  else:  # Process 1 signals itself as its first validation pass starts.
+    started = _start_all([[c[0], "-m", "tests.parallel.scale_fault_main", *c[3:]]
+                          for c in commands],
+                         dict(_env(), RRJAX_FAULT="sigterm_in_validation",
+                              RRJAX_FAULT_PROCESS="1"))
+  runs = _wait_all(started)
+  step = _preempted_at_one_step(runs)  # Both after the same baseline step, saved.
+  assert 1 <= step < steps
+  if during == "a validation pass":
+    # The first validated step (`rrjax.training.baseline`: every max(an epoch, steps / 25)),
+    # stopped inside its pass, which finished first.
+    assert step == 12, step
+    for run in runs:
+      assert "SIGTERM during a feature pass: finishing it, then stopping" in run.stderr
+  (resumed_log,) = [p.relative_to(workdir)
+                    for p in (workdir / EXPERIMENT).glob("baseline_*/*/metrics.jsonl")]
+  assert (workdir / resumed_log.parent / "checkpoints" / str(step)).is_dir(), resumed_log
+  _resume_two_processes(config, workdir, step)
+  # The resumed fine-tuning is the uninterrupted one: rows, every logged loss.
+  assert _head(workdir) == _head(reference)
+  logs = sorted(p.relative_to(reference) for p in reference.rglob("metrics.jsonl"))
+  assert len(logs) >= 3  # The run's, and one per fine-tuning.
+  assert sorted(p.relative_to(workdir) for p in workdir.rglob("metrics.jsonl")) == logs
+  for relative in logs:
+    assert _logged(workdir / relative.parent) == _logged(reference / relative.parent), relative
 
 
 # ----------------------------------------------------------------------------- kill -9

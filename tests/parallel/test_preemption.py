@@ -72,3 +72,20 @@ def test_a_feature_pass_stops_at_its_next_batch():
   finally:
     signal.signal(signal.SIGTERM, previous)
   assert features.shape == (64, 3)
+
+
+def test_a_feature_pass_nested_in_a_training_step_finishes_and_the_step_loop_stops():
+  # The baseline's validation pass (`rrjax.training.loop.fit`, `postponed`): a notice during it
+  # must not end the pass unsaved, but stop the loop after it, which checkpoints the step.
+  module = _Mean()
+  variables = module.init(jax.random.key(0), np.zeros((1, 8, 8, 3), np.float32))
+  with preemption.watch(), preemption.deferred():
+    with preemption.postponed():
+      features = extract_features(module, variables, _Signalling(64, at=20), batch_size=8,
+                                  num_workers=0)
+    assert features.shape == (64, 3)  # The whole pass.
+    assert preemption.requested() and preemption.requested()  # Kept for the loop's check.
+    with pytest.raises(preemption.Preempted, match="during the probes"):
+      preemption.check("the probes")
+  with preemption.watch():  # A new watch starts without the latched stop.
+    assert not preemption.requested()
