@@ -90,7 +90,7 @@ def main(argv):
     if not failures.spans_processes():
       raise  # A bug: its traceback, exit status 1.
     failures.end(failures.BUG_STATUS,
-                 f"rrjax: process {jax.process_index()} failed: "
+                 f"rrjax: process {failures.process_index()} failed: "
                  f"{errors.one_line(f'{type(e).__name__}: {e}', 1000)} (a bug; the traceback "
                  "is in that process's log)", traceback.format_exc())
 

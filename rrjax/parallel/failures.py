@@ -69,18 +69,32 @@ BUG_STATUS = 1  # Python's own for an uncaught exception: a bug.
 _ending = threading.Lock()  # Held by whichever thread ends this process.
 
 
+def _state():
+  from jax._src import distributed  # pylint: disable=g-import-not-at-top
+  return distributed.global_state
+
+
+# The run's size and this process's index as `jax.distributed` recorded them: no backend call,
+# so that they still answer when the failure is the backend itself (a TPU held elsewhere).
+def process_count() -> int:
+  """Processes of the run (1 outside `jax.distributed`)."""
+  return int(_state().num_processes or 1) if jax.distributed.is_initialized() else 1
+
+
+def process_index() -> int:
+  """This process's index (0 outside `jax.distributed`)."""
+  return int(_state().process_id or 0) if jax.distributed.is_initialized() else 0
+
+
 def spans_processes() -> bool:
   """Whether this is a `jax.distributed` run of more than one process."""
-  return jax.distributed.is_initialized() and jax.process_count() > 1
+  return process_count() > 1
 
 
 def _client():
   """JAX's coordination-service client in a `jax.distributed` run of several processes, else
   None."""
-  if not spans_processes():
-    return None
-  from jax._src import distributed  # pylint: disable=g-import-not-at-top
-  return distributed.global_state.client
+  return _state().client if spans_processes() else None
 
 
 @contextlib.contextmanager
@@ -108,6 +122,18 @@ def shared():
   except BaseException:  # Preempted, SystemExit: a normal exit and JAX's shutdown follow,
     stop.set()           # which must not pull the store from under the watcher.
     watcher.join(timeout=2 * POLL_MS / 1000)
+    # A failure another process posted meanwhile outranks the stop: every process ends with it.
+    with _ending:  # Blocks for good if the watcher is already ending this process.
+      try:
+        value = client.key_value_try_get(KEY)
+      except Exception:  # pylint: disable=broad-except  # Nothing posted (or no store).
+        value = None
+      if value is not None:
+        status, index, line = decode(value)
+        try:
+          _finish(client, status, line, f"process {index} failed; ending this one too")
+        finally:
+          os._exit(status)  # pylint: disable=protected-access
     raise
   stop.set()
   watcher.join(timeout=2 * POLL_MS / 1000)
@@ -172,7 +198,7 @@ def end(status: int, line: str, details: str = "") -> NoReturn:
   if client is None:
     print(details + line, file=sys.stderr)
     sys.exit(status)
-  index = jax.process_index()
+  index = process_index()
   # Before posting: this process's own watcher, seeing the post, must not end it first.
   _ending.acquire()  # pylint: disable=consider-using-with  # Released by the exit.
   try:
@@ -196,13 +222,13 @@ def _finish(client, status: int, line: str, note: str | None) -> None:
   worker processes and prints `line` last; the caller holds `_ending` and exits."""
   if note:
     logging.warning("%s", note)
-  index = jax.process_index()
+  index = process_index()
   try:
     client.key_value_set(ACK_KEY.format(index), "1", allow_overwrite=True)
     # Every process waits, not only process 0 (which hosts the store): a process that ends
     # first closes its collectives' connections, which its peers would report as a new error.
     deadline = time.monotonic() + ACK_WAIT_S
-    for other in range(jax.process_count()):
+    for other in range(process_count()):
       left_ms = int(1000 * (deadline - time.monotonic()))
       if left_ms <= 0:
         break

@@ -95,6 +95,11 @@ def maybe_initialize(coordinator_address: str | None = None, num_processes: int 
                "process_id=%s)", coordinator_address, num_processes, process_id)
   jax.distributed.initialize(coordinator_address=coordinator_address,
                              num_processes=num_processes, process_id=process_id)
+  if jax.process_count() > 1 and not jax.config.jax_enable_preemption_service:
+    # Without it each process would take SIGTERM alone and stop where the others do not.
+    raise errors.UserError("JAX's preemption service is off (JAX_ENABLE_PREEMPTION_SERVICE or "
+                           "jax_enable_preemption_service): a multi-process rrjax run needs it "
+                           "to stop every process at one point on SIGTERM")
   logging.info("process %d of %d: %d local of %d devices", jax.process_index(),
                jax.process_count(), jax.local_device_count(), jax.device_count())
   return True

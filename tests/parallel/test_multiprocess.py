@@ -39,7 +39,13 @@ from rrjax.outputs import report, rows
 from rrjax.parallel import multiprocess
 from tests import helpers
 
+# A run that computes to its end (seconds to a minute here; minutes on a loaded machine).
 TIMEOUT = 600
+# Phases in which the processes of a run must end (a refusal at start-up, a failure, the stop
+# after a SIGTERM): far below JAX's own limits (100 s heartbeat, 300 s start-up and shutdown
+# barriers), which a process left waiting at a collective would otherwise run into. Both
+# processes must end within ENDS_APART seconds of each other.
+ENDS_WITHIN, ENDS_APART = 60, 15
 STEPS, CHECKPOINT_EVERY = 40, 10
 EXPERIMENT = "mask"  # The tiny config's one experiment.
 # One process with two CPU devices: the mesh of the two-process runs (one device each). The
@@ -92,6 +98,37 @@ def _wait_all(started: list[tuple]) -> list[subprocess.CompletedProcess]:
   return out
 
 
+def _wait_timed(started: list[tuple], timeout: float
+                ) -> list[tuple[subprocess.CompletedProcess, float]]:
+  """As `_wait_all`, with the `time.monotonic()` at which each process was seen to end; a
+  process still running after `timeout` seconds is killed and the test fails."""
+  ended = {}
+  deadline = time.monotonic() + timeout
+  try:
+    while len(ended) < len(started) and time.monotonic() < deadline:
+      for i, (_, process, _) in enumerate(started):
+        if i not in ended and process.poll() is not None:
+          ended[i] = time.monotonic()
+      time.sleep(0.05)
+    runs = _wait_all(started)  # Kills what is left (a hang) and reads the logs.
+  finally:
+    for _, process, _ in started:
+      if process.poll() is None:
+        process.kill()
+  assert len(ended) == len(started), "a process hung"
+  return [(run, ended[i]) for i, run in enumerate(runs)]
+
+
+def _end_together(started: list[tuple], timeout: float = ENDS_WITHIN
+                  ) -> list[subprocess.CompletedProcess]:
+  """Waits for a phase in which every process must end: within `timeout` seconds, and within
+  ENDS_APART seconds of each other."""
+  ended = _wait_timed(started, timeout)
+  times = [t for _, t in ended]
+  assert max(times) - min(times) < ENDS_APART, times
+  return [run for run, _ in ended]
+
+
 def _run_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
   return _wait_all(_start_all(commands, env))
 
@@ -116,6 +153,11 @@ def _logged(workdir) -> list[tuple]:
 
 def _student(workdir, step: int = STEPS) -> list[np.ndarray]:
   """The leaves of the student's checkpoint at `step` (parameters, statistics, optimizer)."""
+  return list(_student_by_path(workdir, step).values())
+
+
+def _student_by_path(workdir, step: int = STEPS) -> dict[str, np.ndarray]:
+  """`_student`'s leaves by their path in the state, e.g. "['params']['embed']['bias']"."""
   path = workdir / EXPERIMENT / "checkpoints" / str(step) / "default"
   # Onto this process's one device, whatever mesh the run saved from.
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
@@ -123,7 +165,8 @@ def _student(workdir, step: int = STEPS) -> list[np.ndarray]:
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
                           checkpointer.metadata(path).item_metadata)
     restored = checkpointer.restore(path, target)
-  return [np.asarray(x) for x in jax.tree.leaves(restored)]
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(restored)[0]}
 
 
 def _assert_same_run(workdir, reference) -> None:
@@ -291,9 +334,9 @@ def test_main_on_two_processes_writes_once_and_matches_one_process(config, refer
   # Both processes refuse a different config in the workdir with the same error.
   stored = (workdir / "config.json").read_bytes()
   port = _free_port()
-  runs = _run_all([helpers.main_command(config, str(workdir), "--config.seed=1",
-                                              *_distributed_flags(port, 2, i))
-                   for i in range(2)], _env())
+  runs = _end_together(_start_all(
+      [helpers.main_command(config, str(workdir), "--config.seed=1",
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
   messages = {run.stderr.strip().splitlines()[-1] for run in runs}
   assert [run.returncode for run in runs] == [2, 2], messages
   (error,) = messages
@@ -326,6 +369,46 @@ def _resume_two_processes(config: str, workdir, step: int) -> None:
 
 
 @pytest.mark.scale
+def test_two_processes_of_two_devices_each_match_one_process_of_four(folder, tmp_path):
+  """Several devices per process, as on every TPU or GPU host: each process's slice spans its
+  own devices (the data axis process by process, checked), and the run is one process's over
+  the same four devices: the same rows, losses and state up to the order of float sums (four
+  partial sums, added within and across processes in another order: losses and parameters
+  about 1e-7 apart after 4 steps). Not the convolutions' biases, which feed a BatchNorm: their
+  true gradient is zero, so Adam's normalised update turns the rounding of that zero into
+  steps of the learning rate's size either way (measured 5e-4 apart), nor the BatchNorm
+  running means that add them up (1e-4)."""
+  steps = 4
+  config = helpers.write_tiny_config_file(tmp_path / "four.py", folder,
+                                          f"c.train.steps = {steps}",
+                                          f"c.train.checkpoint_every = {steps}")
+  four = "--xla_force_host_platform_device_count=4"
+  reference = tmp_path / "reference"
+  (run,) = _run_all([helpers.main_command(config, str(reference))], _env(four))
+  assert run.returncode == 0, run.stderr[-3000:]
+  workdir = tmp_path / "run"
+  port = _free_port()
+  runs = _run_all([helpers.main_command(config, str(workdir), *_distributed_flags(port, 2, i))
+                   for i in range(2)], _env("--xla_force_host_platform_device_count=2"))
+  for i, run in enumerate(runs):
+    assert run.returncode == 0, (i, run.stderr[-3000:])
+    assert f"process {i} of 2: 2 local of 4 devices" in run.stderr
+  assert _head(workdir) == _head(reference)  # Accuracies, rounded as reported.
+  logged, expected = _logged(workdir), _logged(reference)
+  assert [line[:3] + line[4:] for line in logged] == [line[:3] + line[4:] for line in expected]
+  losses = [[line[3] for line in lines if line[3] is not None] for lines in (logged, expected)]
+  assert [line[3] is None for line in logged] == [line[3] is None for line in expected]
+  np.testing.assert_allclose(*losses, rtol=0, atol=STEP_TOLERANCE)
+  got, want = _student_by_path(workdir, steps), _student_by_path(reference, steps)
+  assert list(got) == list(want)
+  before_batchnorm = {f"['params']['Conv_{i}']['bias']" for i in range(2)}
+  before_batchnorm |= {f"['batch_stats']['BatchNorm_{i}']['mean']" for i in range(2)}
+  assert before_batchnorm <= set(got)
+  for key in sorted(set(got) - before_batchnorm):
+    np.testing.assert_allclose(got[key], want[key], rtol=0, atol=STEP_TOLERANCE, err_msg=key)
+
+
+@pytest.mark.scale
 def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path):
   steps = 300  # About 30 s on two processes: still training when the signal lands.
   config = helpers.write_tiny_config_file(
@@ -343,7 +426,7 @@ def test_sigterm_to_one_process_stops_every_process_at_one_step(folder, tmp_path
     assert time.monotonic() < deadline, "no metrics line in time"
     time.sleep(0.05)
   started[1][1].send_signal(signal.SIGTERM)  # The notice reaches process 1 only.
-  step = _preempted_at_one_step(_wait_all(started))  # Both after the same step ...
+  step = _preempted_at_one_step(_end_together(started))  # Both after the same step ...
   assert 1 <= step < steps
   assert (workdir / EXPERIMENT / "checkpoints" / str(step)).is_dir()  # ... and saved it.
   _resume_two_processes(config, workdir, step)
@@ -357,9 +440,9 @@ def test_a_mesh_smaller_than_the_processes_devices_is_one_error_in_every_process
   # with a StopIteration traceback. Now both refuse the config, with the same line.
   workdir = tmp_path / "run"
   port = _free_port()
-  runs = _run_all([helpers.main_command(config, str(workdir), "--config.mesh.data=1",
-                                        *_distributed_flags(port, 2, i)) for i in range(2)],
-                  _env())
+  runs = _end_together(_start_all(
+      [helpers.main_command(config, str(workdir), "--config.mesh.data=1",
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
   messages = {run.stderr.strip().splitlines()[-1] for run in runs}
   assert [run.returncode for run in runs] == [2, 2], messages
   assert messages == {
@@ -403,9 +486,9 @@ def test_a_workdir_that_is_not_shared_is_one_error_in_every_process(config, tmp_
   # Each process its own --workdir, as a host-local path on two hosts would be: refused in
   # both with the same line (before, each restored from its own listing).
   port = _free_port()
-  runs = _run_all([helpers.main_command(config, str(tmp_path / f"host{i}"),
-                                        *_distributed_flags(port, 2, i)) for i in range(2)],
-                  _env())
+  runs = _end_together(_start_all(
+      [helpers.main_command(config, str(tmp_path / f"host{i}"),
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
   messages = {run.stderr.strip().splitlines()[-1] for run in runs}
   assert [run.returncode for run in runs] == [2, 2], messages
   assert messages == {
@@ -417,9 +500,9 @@ def test_a_workdir_that_is_not_shared_is_one_error_in_every_process(config, tmp_
 @pytest.mark.scale
 def test_processes_given_different_configs_stop_together_on_a_fresh_workdir(config, tmp_path):
   port = _free_port()
-  runs = _run_all([helpers.main_command(config, str(tmp_path / "run"), f"--config.seed={i}",
-                                        *_distributed_flags(port, 2, i)) for i in range(2)],
-                  _env())
+  runs = _end_together(_start_all(
+      [helpers.main_command(config, str(tmp_path / "run"), f"--config.seed={i}",
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
   messages = {run.stderr.strip().splitlines()[-1] for run in runs}
   assert [run.returncode for run in runs] == [2, 2], messages
   (message,) = messages
@@ -449,6 +532,22 @@ def test_processes_restore_the_step_process_0_lists_or_stop_together(tmp_path, m
 
 
 @pytest.mark.scale
+def test_a_multi_process_run_without_the_preemption_service_is_refused(config, tmp_path):
+  # Without it each process would take SIGTERM alone and stop where the others do not.
+  port = _free_port()
+  runs = _end_together(_start_all(
+      [helpers.main_command(config, str(tmp_path / "run"), *_distributed_flags(port, 2, i))
+       for i in range(2)], dict(_env(), JAX_ENABLE_PREEMPTION_SERVICE="0")))
+  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
+  assert [run.returncode for run in runs] == [2, 2], messages
+  assert messages == {
+      "rrjax: error: JAX's preemption service is off (JAX_ENABLE_PREEMPTION_SERVICE or "
+      "jax_enable_preemption_service): a multi-process rrjax run needs it to stop every "
+      "process at one point on SIGTERM"}
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.scale
 def test_main_reads_process_settings_from_the_environment(config, tmp_path):
   env = dict(_env(), RRJAX_NUM_PROCESSES="2", RRJAX_PROCESS_ID="1")
   (run,) = _run_all([helpers.main_command(config, str(tmp_path / "run"))], env)
@@ -458,27 +557,6 @@ def test_main_reads_process_settings_from_the_environment(config, tmp_path):
       "multi-process run names process 0's HOST:PORT (or pass --distributed to detect it on a "
       "TPU pod or a SLURM / Open MPI cluster)")
   assert not (tmp_path / "run").exists()  # Refused before any work.
-
-
-def _wait_timed(started: list[tuple], timeout: float
-                ) -> list[tuple[subprocess.CompletedProcess, float]]:
-  """As `_wait_all`, with the `time.monotonic()` at which each process was seen to end; a
-  process still running after `timeout` seconds is killed and the test fails."""
-  ended = {}
-  deadline = time.monotonic() + timeout
-  try:
-    while len(ended) < len(started) and time.monotonic() < deadline:
-      for i, (_, process, _) in enumerate(started):
-        if i not in ended and process.poll() is not None:
-          ended[i] = time.monotonic()
-      time.sleep(0.05)
-    runs = _wait_all(started)  # Kills what is left (a hang) and reads the logs.
-  finally:
-    for _, process, _ in started:
-      if process.poll() is None:
-        process.kill()
-  assert len(ended) == len(started), "a process hung"
-  return [(run, ended[i]) for i, run in enumerate(runs)]
 
 
 # A train image that the run's first pass over the train split (tiny config, two processes)
@@ -524,20 +602,18 @@ def test_a_failure_in_one_process_ends_every_process_with_its_line_within_second
   commands = [[sys.executable, "-m", module,
                *helpers.main_command(config, str(tmp_path / "run"),
                                      *_distributed_flags(port, 2, i))[3:]] for i in range(2)]
-  # A minute for start-up, compiling and the failure (about 5 s idle): far below the 300 s
-  # of JAX's shutdown barrier, which the processes waited out before.
-  ended = _wait_timed(_start_all(commands, env), timeout=60)
-  for i, (run, _) in enumerate(ended):
+  # Start-up, compiling and the failure (about 5 s idle), where before the processes waited
+  # out the 300 s of JAX's shutdown barrier.
+  runs = _end_together(_start_all(commands, env))
+  for i, run in enumerate(runs):
     assert run.returncode == status, (i, run.stderr[-3000:])
     assert run.stderr.strip().splitlines()[-1] == line, (i, run.stderr[-3000:])
   # One process failed; the other learnt it from the shared store, not from a timeout.
   other = 1 - failing
-  assert f"process {failing} failed; ending this one too" in ended[other][0].stderr
-  assert "failed; ending this one too" not in ended[failing][0].stderr
+  assert f"process {failing} failed; ending this one too" in runs[other].stderr
+  assert "failed; ending this one too" not in runs[failing].stderr
   if fault != "bad image":
-    assert "Traceback" in ended[failing][0].stderr and "injected" in ended[failing][0].stderr
-  times = [t for _, t in ended]
-  assert max(times) - min(times) < 15, times  # Seconds, not the coordinator's minutes.
+    assert "Traceback" in runs[failing].stderr and "injected" in runs[failing].stderr
 
 
 @pytest.mark.scale
@@ -577,7 +653,8 @@ def test_sigterm_during_the_baseline_stops_every_process_and_resumes_exactly(dur
                           for c in commands],
                          dict(_env(), RRJAX_FAULT="sigterm_in_validation",
                               RRJAX_FAULT_PROCESS="1"))
-  runs = _wait_all(started)
+  # Self-signalled, the wait also covers the start-up and the first 12 steps.
+  runs = _end_together(started, ENDS_WITHIN if during == "a training step" else 2 * ENDS_WITHIN)
   step = _preempted_at_one_step(runs)  # Both after the same baseline step, saved.
   assert 1 <= step < steps
   if during == "a validation pass":
@@ -667,9 +744,10 @@ def test_sigterm_during_a_feature_pass_stops_every_process_and_the_rerun_finishe
       assert time.monotonic() < deadline, "no feature pass in time"
       time.sleep(0.05)
     processes[1].send_signal(signal.SIGTERM)  # The notice reaches process 1 only.
-    stopped = set()
+    stopped, ended = set(), []
     for i, process in enumerate(processes):
-      process.wait(timeout=TIMEOUT)
+      process.wait(timeout=ENDS_WITHIN)  # Raises on a hang.
+      ended.append(time.monotonic())
       stderr = (tmp_path / f"process{i}.log").read_text()
       assert process.returncode == 143, (i, stderr[-3000:])
       match = re.fullmatch(r"rrjax: preempted during (.+); trainings are kept in their "
@@ -677,6 +755,7 @@ def test_sigterm_during_a_feature_pass_stops_every_process_and_the_rerun_finishe
                            stderr.strip().splitlines()[-1])
       assert match, (i, stderr[-3000:])
       stopped.add(match[1])
+    assert max(ended) - min(ended) < ENDS_APART, ended  # As process 1 went first.
     (where,) = stopped  # Both processes stopped at the same point ...
     assert where in ("a feature pass", "the probes", "experiment mask")
   finally:
