@@ -129,11 +129,7 @@ def shared():
       except Exception:  # pylint: disable=broad-except  # Nothing posted (or no store).
         value = None
       if value is not None:
-        status, index, line = decode(value)
-        try:
-          _finish(client, status, line, f"process {index} failed; ending this one too")
-        finally:
-          os._exit(status)  # pylint: disable=protected-access
+        _end_with_posted(client, value)
     raise
   stop.set()
   watcher.join(timeout=2 * POLL_MS / 1000)
@@ -160,12 +156,22 @@ def _watch(client, stop: threading.Event) -> None:
     if stop.is_set():
       return
     _ending.acquire()  # pylint: disable=consider-using-with  # Released by the exit.
-    status, line = BUG_STATUS, "rrjax: error: another process failed"
-    try:
-      status, index, line = decode(value)
-      _finish(client, status, line, f"process {index} failed; ending this one too")
-    finally:
-      os._exit(status)  # pylint: disable=protected-access  # Whatever went wrong above.
+    _end_with_posted(client, value)
+
+
+def _end_with_posted(client, value: str) -> NoReturn:
+  """Ends this process with the failure another process posted (`value`, `encode`d); the
+  caller holds `_ending`."""
+  status = BUG_STATUS
+  try:
+    status, index, line = decode(value)
+    _finish(client, status, line, _note(index))
+  finally:
+    os._exit(status)  # pylint: disable=protected-access  # Whatever went wrong above.
+
+
+def _note(first: int) -> str:
+  return f"process {first} failed; ending this one too"
 
 
 def encode(status: int, index: int, line: str) -> str:
@@ -211,8 +217,7 @@ def end(status: int, line: str, details: str = "") -> NoReturn:
       logging.warning("could not share the failure with the other processes: %s",
                       " ".join(str(e).split())[:300])
       first = index
-    _finish(client, status, line,
-            None if first == index else f"process {first} failed; ending this one too")
+    _finish(client, status, line, None if first == index else _note(first))
   finally:
     os._exit(status)  # pylint: disable=protected-access  # Whatever went wrong above.
 

@@ -129,6 +129,16 @@ def _end_together(started: list[tuple], timeout: float = ENDS_WITHIN
   return [run for run, _ in ended]
 
 
+def _one_error_line(commands: list[list[str]], env: dict[str, str]) -> str:
+  """Starts the processes of one run that must all refuse it: each ends (`_end_together`) with
+  exit status 2 and the same last line, returned."""
+  runs = _end_together(_start_all(commands, env))
+  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
+  assert [run.returncode for run in runs] == [2, 2], messages
+  (message,) = messages
+  return message
+
+
 def _run_all(commands: list[list[str]], env: dict[str, str]) -> list[subprocess.CompletedProcess]:
   return _wait_all(_start_all(commands, env))
 
@@ -334,12 +344,9 @@ def test_main_on_two_processes_writes_once_and_matches_one_process(config, refer
   # Both processes refuse a different config in the workdir with the same error.
   stored = (workdir / "config.json").read_bytes()
   port = _free_port()
-  runs = _end_together(_start_all(
+  error = _one_error_line(
       [helpers.main_command(config, str(workdir), "--config.seed=1",
-                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
-  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
-  assert [run.returncode for run in runs] == [2, 2], messages
-  (error,) = messages
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env())
   assert error.startswith(f"rrjax: error: workdir {workdir} holds a run of a different config")
   assert (workdir / "config.json").read_bytes() == stored
 
@@ -440,15 +447,12 @@ def test_a_mesh_smaller_than_the_processes_devices_is_one_error_in_every_process
   # with a StopIteration traceback. Now both refuse the config, with the same line.
   workdir = tmp_path / "run"
   port = _free_port()
-  runs = _end_together(_start_all(
+  assert _one_error_line(
       [helpers.main_command(config, str(workdir), "--config.mesh.data=1",
-                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
-  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
-  assert [run.returncode for run in runs] == [2, 2], messages
-  assert messages == {
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()) == (
       "rrjax: error: config.mesh.data: 1 devices, but a run of 2 processes needs all 2 in the "
       "mesh (-1 says all): a smaller mesh may hold only some processes' devices, and their "
-      "batch slices would be dropped"}
+      "batch slices would be dropped")
   assert not workdir.exists()  # Refused before any work.
 
 
@@ -486,26 +490,20 @@ def test_a_workdir_that_is_not_shared_is_one_error_in_every_process(config, tmp_
   # Each process its own --workdir, as a host-local path on two hosts would be: refused in
   # both with the same line (before, each restored from its own listing).
   port = _free_port()
-  runs = _end_together(_start_all(
+  assert _one_error_line(
       [helpers.main_command(config, str(tmp_path / f"host{i}"),
-                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
-  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
-  assert [run.returncode for run in runs] == [2, 2], messages
-  assert messages == {
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()) == (
       f"rrjax: error: workdir {tmp_path / 'host1'}: process 1 does not see what process 0 "
       "writes there; every process must see the same --workdir (a shared file system or a "
-      "bucket, gs://...)"}
+      "bucket, gs://...)")
 
 
 @pytest.mark.scale
 def test_processes_given_different_configs_stop_together_on_a_fresh_workdir(config, tmp_path):
   port = _free_port()
-  runs = _end_together(_start_all(
+  message = _one_error_line(
       [helpers.main_command(config, str(tmp_path / "run"), f"--config.seed={i}",
-                            *_distributed_flags(port, 2, i)) for i in range(2)], _env()))
-  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
-  assert [run.returncode for run in runs] == [2, 2], messages
-  (message,) = messages
+                            *_distributed_flags(port, 2, i)) for i in range(2)], _env())
   assert re.fullmatch(r"rrjax: error: process 1 was given another config than process 0 \(config "
                       r"hash [0-9a-f]{7}\): start every process with the same command and "
                       r"flags", message), message
@@ -535,15 +533,12 @@ def test_processes_restore_the_step_process_0_lists_or_stop_together(tmp_path, m
 def test_a_multi_process_run_without_the_preemption_service_is_refused(config, tmp_path):
   # Without it each process would take SIGTERM alone and stop where the others do not.
   port = _free_port()
-  runs = _end_together(_start_all(
+  assert _one_error_line(
       [helpers.main_command(config, str(tmp_path / "run"), *_distributed_flags(port, 2, i))
-       for i in range(2)], dict(_env(), JAX_ENABLE_PREEMPTION_SERVICE="0")))
-  messages = {run.stderr.strip().splitlines()[-1] for run in runs}
-  assert [run.returncode for run in runs] == [2, 2], messages
-  assert messages == {
+       for i in range(2)], dict(_env(), JAX_ENABLE_PREEMPTION_SERVICE="0")) == (
       "rrjax: error: JAX's preemption service is off (JAX_ENABLE_PREEMPTION_SERVICE or "
       "jax_enable_preemption_service): a multi-process rrjax run needs it to stop every "
-      "process at one point on SIGTERM"}
+      "process at one point on SIGTERM")
   assert not (tmp_path / "run").exists()
 
 
